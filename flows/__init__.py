@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only — which tasks run, in what order, how many at once."""

@@ -1,0 +1,1 @@
+"""mt5-sync: plain modules (no Prefect imports) that flows/ and tasks/ orchestrate."""

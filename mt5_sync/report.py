@@ -1,0 +1,33 @@
+"""Plain-text rendering of a cycle summary for terminals and logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mt5_sync.sync.outcome import summary_table
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)"
+    headers = list(rows[0])
+    cells = [[str(r.get(h, "")) for h in headers] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, rule, *body])
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    totals = (
+        f"totalAccounts={summary['totalAccounts']}  successCount={summary['successCount']}  "
+        f"partialCount={summary['partialCount']}  failureCount={summary['failureCount']}  "
+        f"duration_ms={summary['duration_ms']}"
+    )
+    if "maxInFlight" in summary:
+        totals += f"  maxInFlight={summary['maxInFlight']}"
+    parts = [render_table(summary_table(summary)), "", totals]
+    if summary.get("message"):
+        parts.append(summary["message"])
+    return "\n".join(parts)

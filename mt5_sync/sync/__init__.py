@@ -1,0 +1,1 @@
+"""Plain sync logic (no Prefect): fetch windows, outcomes and the cycle summary."""

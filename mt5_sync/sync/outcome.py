@@ -1,0 +1,102 @@
+"""Per-account outcomes and the cycle summary in the seed's response shape."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class AccountOutcome:
+    """What one account's sync did — one entry of ``syncResults``."""
+
+    account_id: str
+    status: str  # success | partial | failed | deferred | skipped
+    started_at: str
+    completed_at: str
+    duration_ms: int
+    trades_synced: int = 0
+    error_message: str | None = None
+    error_code: str | None = None
+    sync_id: str | None = None
+    login: int | None = None
+    flow_run_id: str | None = None
+    sync_type: str | None = None
+    deals_synced: int = 0
+    terminal_ms: int = 0
+    commit_ms: int = 0
+    attempts: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_response(self) -> dict[str, Any]:
+        """The seed's syncResults item (error_message only when there is one)."""
+        item: dict[str, Any] = {
+            "account_id": self.account_id,
+            "status": self.status,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "duration_ms": self.duration_ms,
+            "trades_synced": self.trades_synced,
+        }
+        if self.error_message:
+            item["error_message"] = self.error_message
+        item.update(
+            sync_id=self.sync_id,
+            login=self.login,
+            sync_type=self.sync_type,
+            deals_synced=self.deals_synced,
+            terminal_ms=self.terminal_ms,
+            commit_ms=self.commit_ms,
+        )
+        if self.error_code:
+            item["error_code"] = self.error_code
+        return item
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize_cycle(
+    outcomes: list[AccountOutcome],
+    *,
+    execution_id: str,
+    started: datetime,
+    finished: datetime,
+    max_in_flight: int | None = None,
+) -> dict[str, Any]:
+    """The Edge Function's response, kept field for field, plus what Prefect adds."""
+    counts = {s: sum(1 for o in outcomes if o.status == s) for s in
+              ("success", "failed", "partial", "deferred", "skipped")}
+    summary: dict[str, Any] = {
+        "success": True,
+        "executionId": execution_id,
+        "totalAccounts": len(outcomes),
+        "successCount": counts["success"],
+        "failureCount": counts["failed"],
+        "partialCount": counts["partial"],
+        "deferredCount": counts["deferred"],
+        "skippedCount": counts["skipped"],
+        "duration_ms": int((finished - started).total_seconds() * 1000),
+        "syncResults": [o.to_response() for o in outcomes],
+    }
+    if not outcomes:
+        summary["message"] = "No active accounts to sync"
+    if max_in_flight is not None:
+        summary["maxInFlight"] = max_in_flight
+    return summary
+
+
+def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for the Prefect table artifact and the demo's printout."""
+    return [
+        {
+            "account": r.get("login") or r["account_id"],
+            "status": r["status"],
+            "trades": r["trades_synced"],
+            "deals": r.get("deals_synced", 0),
+            "ms": r["duration_ms"],
+            "error": (r.get("error_message") or "")[:120],
+        }
+        for r in summary["syncResults"]
+    ]

@@ -1,0 +1,205 @@
+"""The MetaTrader5 adapter: everything that talks to the ``MetaTrader5`` API lives here.
+
+It is written against the real package's contract (reference/metatrader5-5.0.6231.json) and is
+handed the module to use, so the very same code drives a real terminal on Windows and the
+simulated one (``mt5_sync.mt5sim``) everywhere else. It runs inside a terminal worker
+process (see ``worker.py``): one process, one terminal, one logged-in account at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+from mt5_sync.contracts import Credentials, FetchRequest, FetchResult, PartError
+from mt5_sync.errors import (
+    AccountMismatch,
+    AuthenticationFailed,
+    InvalidRequest,
+    TerminalError,
+    TerminalUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+RES_E_INVALID_PARAMS = -2
+RES_E_AUTH_FAILED = -6
+IPC_CODES = range(-10005, -9999)  # -10005 .. -10000
+IPC_TIMEOUT = -10005
+_OTP_MARKERS = ("otp", "one-time", "certificate")
+_ENTRY_IN = 0
+_ENTRY_EXITS = (1, 2, 3)  # OUT, INOUT, OUT_BY
+_TRADE_DEAL_TYPES = (0, 1)
+
+
+def classify_error(code: int, message: str, during: str) -> TerminalError:
+    """Turn ``last_error()`` into our failure vocabulary (this decides what is retried)."""
+    text = f"{during} failed: {message} ({code})"
+    if code == RES_E_AUTH_FAILED:
+        lowered = message.lower()
+        if any(marker in lowered for marker in _OTP_MARKERS):
+            return AuthenticationFailed(
+                f"{text}; the account needs OTP or a certificate, which the MetaTrader5 API "
+                "cannot provide: use an investor password without OTP",
+                mt5_code=code,
+                code="auth_otp_required",
+            )
+        return AuthenticationFailed(text, mt5_code=code)
+    if code in IPC_CODES:
+        return TerminalUnavailable(
+            text, mt5_code=code, code="ipc_timeout" if code == IPC_TIMEOUT else "ipc_error"
+        )
+    if code == RES_E_INVALID_PARAMS:
+        return InvalidRequest(text, code="invalid_params")
+    return TerminalError(text, mt5_code=code)
+
+
+class TerminalSession:
+    """A connection to one terminal, reused across the accounts this slot syncs."""
+
+    def __init__(
+        self,
+        mt5: ModuleType,
+        *,
+        terminal_path: str | None = None,
+        portable: bool = True,
+        timeout_ms: int = 30_000,
+    ) -> None:
+        self._mt5 = mt5
+        self._path = terminal_path
+        self._portable = portable
+        self._timeout_ms = timeout_ms
+        self._initialized = False
+        self._logged_in: tuple[int, str] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _fail(self, during: str) -> TerminalError:
+        code, message = self._mt5.last_error()
+        error = classify_error(int(code), str(message), during)
+        if isinstance(error, TerminalUnavailable):
+            self.reset()  # IPC faults leave the connection unusable: re-initialise next time
+        return error
+
+    def ensure_initialized(self) -> None:
+        if self._initialized:
+            return
+        kwargs: dict[str, Any] = {"timeout": self._timeout_ms}
+        if self._path:
+            kwargs.update(path=self._path, portable=self._portable)
+        if not self._mt5.initialize(**kwargs):
+            raise self._fail("initialize")
+        self._initialized = True
+
+    def reset(self) -> None:
+        if self._initialized:
+            try:
+                self._mt5.shutdown()
+            except Exception:  # a dead terminal may not even shut down cleanly
+                log.debug("shutdown after fault raised", exc_info=True)
+        self._initialized = False
+        self._logged_in = None
+
+    shutdown = reset
+
+    def login(self, credentials: Credentials) -> Any:
+        """Log in (or stay logged in) and prove the terminal holds the account asked for."""
+        self.ensure_initialized()
+        ok = self._mt5.login(
+            credentials.login,
+            password=credentials.password,
+            server=credentials.server,
+            timeout=self._timeout_ms,
+        )
+        if not ok:
+            self._logged_in = None
+            raise self._fail("login")
+        info = self._mt5.account_info()
+        if info is None:
+            raise self._fail("account_info")
+        if int(info.login) != credentials.login or str(info.server) != credentials.server:
+            self.reset()
+            raise AccountMismatch(
+                f"terminal reports login {info.login} on {info.server!r} after logging in to "
+                f"{credentials.login} on {credentials.server!r}; the slot was reset"
+            )
+        self._logged_in = (credentials.login, credentials.server)
+        return info
+
+    # ------------------------------------------------------------------ the fetch
+
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        """Account info, then open positions, then deals — in that order on purpose.
+
+        A position that closes between the two reads is then absent from the positions and
+        present, closed, in the deals; the reverse order could lose it for a cycle.
+        Login/auth failures raise; a failing later part is reported in ``errors``.
+        """
+        started = time.monotonic()
+        fetched_at = datetime.now(UTC).isoformat()
+        info = self.login(request.credentials)
+        result = FetchResult(
+            account_id=request.account_id,
+            login=request.credentials.login,
+            server=request.credentials.server,
+            fetched_at_utc=fetched_at,
+            account_info=info._asdict(),
+            positions=None,
+            deals=None,
+        )
+        if request.fetch_positions:
+            try:
+                result.positions = self._positions()
+            except TerminalError as exc:
+                result.errors.append(_part_error("positions", exc))
+        if request.date_from is not None and request.date_to is not None:
+            try:
+                result.deals = self._deals(request.date_from, request.date_to)
+            except TerminalError as exc:
+                result.errors.append(_part_error("history", exc))
+        result.terminal_ms = int((time.monotonic() - started) * 1000)
+        return result
+
+    def _positions(self) -> list[dict[str, Any]]:
+        rows = self._mt5.positions_get()
+        if rows is None:
+            raise self._fail("positions_get")
+        return [p._asdict() for p in rows]
+
+    def _deals(self, date_from: int, date_to: int) -> list[dict[str, Any]]:
+        rows = self._mt5.history_deals_get(date_from, date_to)
+        if rows is None:
+            raise self._fail("history_deals_get")
+        deals = {int(d.ticket): d._asdict() for d in rows}
+        # A trade closed inside the window may have opened before it: read the rest of each
+        # such position by id (position= ignores dates) so trades are never half-built.
+        for position_id in positions_missing_entry(deals.values()):
+            more = self._mt5.history_deals_get(position=position_id)
+            if more is None:
+                raise self._fail(f"history_deals_get(position={position_id})")
+            for d in more:
+                deals.setdefault(int(d.ticket), d._asdict())
+        return list(deals.values())
+
+
+def positions_missing_entry(deals: Iterable[dict[str, Any]]) -> list[int]:
+    """Position ids that have an exit deal in the set but no opening (IN) deal."""
+    entries: set[int] = set()
+    exits: set[int] = set()
+    for d in deals:
+        pid = d.get("position_id")
+        if not isinstance(pid, int) or pid <= 0 or d.get("type") not in _TRADE_DEAL_TYPES:
+            continue
+        if d.get("entry") == _ENTRY_IN:
+            entries.add(pid)
+        elif d.get("entry") in _ENTRY_EXITS:
+            exits.add(pid)
+    return sorted(exits - entries)
+
+
+def _part_error(part: str, exc: TerminalError) -> PartError:
+    return PartError(part=part, code=exc.code, message=exc.message, mt5_code=exc.mt5_code)

@@ -1,0 +1,50 @@
+"""Process-wide resources the tasks share, built from settings, never passed as arguments.
+
+Prefect hashes task inputs for cache keys and records flow parameters on the server, so live
+clients and secrets stay here: tasks receive ids and look the resources up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
+from typing import Any, TypeVar
+
+from mt5_sync.settings import Settings, load_settings
+from mt5_sync.store.postgres import PostgresStore
+from mt5_sync.terminal.pool import TerminalPool, get_terminal_pool
+
+T = TypeVar("T")
+
+# Database calls are short but blocking; a dedicated pool keeps them from queuing behind the
+# default executor (cpu + 4 threads) when ten accounts commit at once.
+_DB_EXECUTOR = ThreadPoolExecutor(max_workers=24, thread_name_prefix="db")
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+@lru_cache(maxsize=4)
+def _store(url: str) -> PostgresStore:
+    return PostgresStore(url)
+
+
+def store() -> PostgresStore:
+    return _store(settings().require_database_url())
+
+
+def terminals() -> TerminalPool:
+    return get_terminal_pool(settings())
+
+
+async def in_db_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_DB_EXECUTOR, partial(fn, *args, **kwargs))
+
+
+async def in_terminal_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(terminals().executor, partial(fn, *args, **kwargs))

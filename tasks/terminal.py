@@ -1,0 +1,88 @@
+"""Terminal task: fetch one account's snapshot through the terminal pool.
+
+Retried with exponential backoff and jitter on transient faults only; its result is cached
+per ``sync_id`` so that a retried commit (or a retried run of the sync) never goes back to
+the terminal for data it already has. The result holds no credentials.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from mt5_sync.contracts import Credentials, FetchRequest
+from mt5_sync.credentials import decrypt_password
+from mt5_sync.errors import InvalidRequest, TerminalUnavailable
+from mt5_sync.sync.window import plan_fetch_window
+from tasks import runtime
+from tasks.policy import retry_transient
+
+
+def _fetch_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return f"mt5-fetch-{parameters['account_id']}-{parameters['sync_id']}"
+
+
+def _is_last_attempt() -> bool:
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return True
+    return ctx.task_run.run_count >= ctx.task.retries + 1
+
+
+@task(
+    name="fetch-account-snapshot",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2.0),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_transient,
+    cache_key_fn=_fetch_cache_key,
+    cache_expiration=None,
+    persist_result=True,
+)
+async def fetch_account_snapshot(
+    account_id: str, sync_id: str, sync_type: str = "incremental", full_from: str | None = None
+) -> dict[str, Any]:
+    settings = runtime.settings()
+    account = await runtime.in_db_thread(runtime.store().get_account, account_id)
+    if account is None:
+        raise InvalidRequest(f"account {account_id} does not exist", code="account_not_found")
+    window = plan_fetch_window(
+        requested_type=sync_type,
+        history_cursor=account.history_cursor,
+        time_rule=account.server_time_rule,
+        now_utc=datetime.now(UTC),
+        initial_history_days=settings.initial_history_days,
+        overlap_hours=settings.history_overlap_hours,
+        full_from_utc=datetime.fromisoformat(full_from) if full_from else None,
+    )
+    key = settings.credentials_key.get_secret_value() if settings.credentials_key else None
+    request = FetchRequest(
+        account_id=account_id,
+        credentials=Credentials(
+            login=account.login_number,
+            server=account.broker_server,
+            password=decrypt_password(account.investor_password_encrypted, key),
+        ),
+        date_from=window.date_from_server,
+        date_to=window.date_to_server,
+    )
+    pool = runtime.terminals()
+    result = await runtime.in_terminal_thread(pool.fetch, request)
+    transient = [e for e in result.errors if e.code in ("ipc_timeout", "ipc_error")]
+    if transient and not _is_last_attempt():
+        # Try the whole fetch again while attempts remain; on the last one, commit what we
+        # have and report the sync as partial.
+        first = transient[0]
+        raise TerminalUnavailable(f"{first.part}: {first.message}", mt5_code=first.mt5_code)
+    return {
+        "fetch": result.to_dict(),
+        "sync_type": window.sync_type,
+        "window_from_utc": window.from_utc.isoformat(),
+        "window_to_utc": window.to_utc.isoformat(),
+        "time_rule": account.server_time_rule,
+        "login": account.login_number,
+    }
