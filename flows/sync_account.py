@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
+from prefect.tasks import exponential_backoff
 
 from mt5_sync.sync.steps import failure_outcome, failure_payload, success_outcome
 from tasks import runtime
@@ -50,7 +51,9 @@ async def sync_account(
     }
     context["lease_holder"] = context["sync_id"]
     fetch = fetch_account_snapshot.with_options(
-        retries=settings.fetch_retries, retry_jitter_factor=settings.retry_jitter_factor
+        retries=settings.fetch_retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_backoff_s),
+        retry_jitter_factor=settings.retry_jitter_factor,
     )
     try:
         await acquire_sync_lease(

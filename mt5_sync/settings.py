@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 TerminalBackend = Literal["simulated", "metatrader5"]
 
@@ -42,7 +42,7 @@ class Settings(BaseSettings):
 
     # --- terminals
     terminal_backend: TerminalBackend = Field(default_factory=_default_backend)
-    terminal_paths: list[str] = Field(
+    terminal_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="One terminal64.exe per slot (portable installs). Empty = simulated slots.",
     )
