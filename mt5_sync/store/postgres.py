@@ -1,0 +1,437 @@
+"""PostgreSQL / Supabase adapter: the only module that imports the database driver (psycopg 3).
+
+Why it looks the way it does:
+
+* **Connect per call.** Every method opens a connection, runs one short transaction and closes
+  it. Calls come from many worker threads and Prefect tasks; nothing live is shared or cached
+  between them, and a dropped connection never poisons later calls.
+* **Works behind Supabase's transaction pooler** (port 6543): ``prepare_threshold=None`` (the
+  pooler forbids prepared statements) and only transaction-scoped settings (``SET LOCAL``).
+* **All write semantics live in the database functions** (``supabase/migrations``), so the
+  psycopg path and a supabase-py ``.rpc(...)`` path write exactly the same way; this module only
+  ships the JSON payload.
+* **Errors are translated** into :mod:`mt5_sync.errors`: connection-level failures become
+  :class:`~mt5_sync.errors.StoreUnavailable` (transient, retried), everything else
+  :class:`~mt5_sync.errors.StoreError` (not retried). Messages are scrubbed of the password in
+  the conninfo, and the driver exception is not chained (its text is not re-checked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from mt5_sync.contracts import CommitPayload, FailurePayload
+from mt5_sync.errors import StoreError, StoreUnavailable, SyncError
+from mt5_sync.store.records import AccountRecord
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[Any]
+
+APPLICATION_NAME = "mt5-sync"
+DEFAULT_CONNECT_TIMEOUT_S = 10
+DEFAULT_STATEMENT_TIMEOUT_S = 120.0
+
+# Defaults added to the conninfo unless it sets them itself. Keepalives make a connection whose
+# peer vanished (NAT timeout, server failover) fail within ~1 min instead of hanging a commit.
+_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": DEFAULT_CONNECT_TIMEOUT_S,
+    "application_name": APPLICATION_NAME,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+# Connection failures that retrying cannot fix (wrong database/user name, pg_hba, pooler tenant).
+_PERMANENT_CONNECT_ERRORS = (
+    "does not exist",
+    "no pg_hba.conf entry",
+    "Tenant or user not found",
+    "invalid connection option",
+    "invalid URI",
+)
+
+_ACCOUNT_COLUMNS = """
+    id::text as id, user_id::text as user_id, login_number, broker_server, broker_name,
+    server_time_rule, is_active, history_cursor, last_sync_at, last_successful_sync_at,
+    sync_failure_count, investor_password_encrypted
+"""
+
+
+# ---------------------------------------------------------------- secrets and errors
+
+
+class _Redactor:
+    """Removes the conninfo's password (and anything shaped like one) from error text."""
+
+    _KEYVALUE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+    _URL = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@", re.IGNORECASE)
+
+    def __init__(self, conninfo: str) -> None:
+        self._secrets: list[str] = []
+        try:
+            password = pg_conninfo.conninfo_to_dict(conninfo).get("password")
+        except psycopg.Error:
+            password = None
+        # Very short passwords are not replaced verbatim (that would mangle every message);
+        # the shape-based patterns below still mask them in URLs and key=value text.
+        if password and len(str(password)) >= 4:
+            self._secrets.append(str(password))
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = self._KEYVALUE.sub(r"\1***", text)
+        return self._URL.sub(r"\1:***@", text)
+
+
+def redact(conninfo: str, text: str) -> str:
+    """``text`` with ``conninfo``'s password (and password-shaped fragments) replaced by ***."""
+    return _Redactor(conninfo)(text)
+
+
+def translate_error(exc: psycopg.Error, redactor: _Redactor) -> SyncError:
+    """Map a driver error onto the project's failure vocabulary (decides retry vs. give up).
+
+    * SQLSTATE class 28 (bad credentials) -> StoreError: retrying the same password won't help.
+    * OperationalError / InterfaceError (connection refused or lost, server shutting down,
+      serialization failure, deadlock, lock or statement timeout) -> StoreUnavailable.
+    * everything else (constraint violations, payload rejected by a function, missing
+      function, privileges) -> StoreError.
+    """
+    sqlstate = getattr(exc, "sqlstate", None)
+    message = redactor(str(exc).strip()) or type(exc).__name__
+    message = message.splitlines()[0] if sqlstate else " ".join(message.split())
+    constraint = None
+    with contextlib.suppress(Exception):
+        constraint = exc.diag.constraint_name or None
+    if (sqlstate or "").startswith("28") or "password authentication failed" in message:
+        return StoreError(
+            f"database rejected the credentials: {message}", code="database_auth_failed"
+        )
+    # Connection-time errors carry no SQLSTATE; some are configuration, not weather.
+    if sqlstate is None and any(p in message for p in _PERMANENT_CONNECT_ERRORS):
+        return StoreError(f"database refused the connection: {message}", code="database_config")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailable(f"database unavailable: {message}")
+    detail = f" [{sqlstate}]" if sqlstate else ""
+    if constraint:
+        detail += f" (constraint {constraint})"
+    return StoreError(f"database error{detail}: {message}")
+
+
+def _connect_kwargs(conninfo: str) -> dict[str, Any]:
+    try:
+        given = pg_conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        given = {}  # psycopg.connect reports the malformed conninfo itself
+    return {k: v for k, v in _CONNECT_DEFAULTS.items() if k not in given}
+
+
+@contextlib.contextmanager
+def connect(
+    conninfo: str,
+    *,
+    autocommit: bool = False,
+    statement_timeout_s: float | None = DEFAULT_STATEMENT_TIMEOUT_S,
+) -> Iterator[Connection]:
+    """A short-lived connection with translated errors.
+
+    Without ``autocommit`` the block is one transaction (committed on normal exit, rolled back
+    on an exception) with ``TimeZone = UTC`` and the statement timeout set *locally*, which is
+    what the transaction pooler allows. With ``autocommit`` the caller manages transactions
+    (``conn.transaction()``), as the migration runner does.
+    """
+    redactor = _Redactor(conninfo)
+    try:
+        conn = psycopg.connect(
+            conninfo,
+            autocommit=autocommit,
+            prepare_threshold=None,
+            **_connect_kwargs(conninfo),
+        )
+    except psycopg.Error as exc:
+        raise translate_error(exc, redactor) from None
+    try:
+        with conn:
+            if not autocommit:
+                timeout_ms = 0 if statement_timeout_s is None else int(statement_timeout_s * 1000)
+                conn.execute(
+                    "select set_config('TimeZone', 'UTC', true),"
+                    " set_config('statement_timeout', %s, true)",
+                    (str(timeout_ms),),
+                )
+            yield conn
+    except psycopg.Error as exc:
+        raise translate_error(exc, redactor) from None
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise TypeError(f"naive datetime {value!r}: payload times must be timezone-aware")
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dumps(obj: Any) -> str:
+    # allow_nan=False: NaN/Infinity are not JSON and PostgreSQL would reject the whole payload
+    # with a vaguer message.
+    return json.dumps(obj, default=_json_default, allow_nan=False, separators=(",", ":"))
+
+
+def _jsonb(obj: Any) -> Jsonb:
+    try:
+        _dumps(obj)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"payload is not valid JSON: {exc}") from None
+    return Jsonb(obj, dumps=_dumps)
+
+
+def _uuid_or_none(value: object) -> str | None:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _account(row: Mapping[str, Any]) -> AccountRecord:
+    return AccountRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        login_number=int(row["login_number"]),
+        broker_server=row["broker_server"],
+        broker_name=row["broker_name"],
+        server_time_rule=row["server_time_rule"],
+        is_active=bool(row["is_active"]),
+        history_cursor=_utc(row["history_cursor"]),
+        last_sync_at=_utc(row["last_sync_at"]),
+        last_successful_sync_at=_utc(row["last_successful_sync_at"]),
+        sync_failure_count=int(row["sync_failure_count"]),
+        investor_password_encrypted=row["investor_password_encrypted"],
+    )
+
+
+# ---------------------------------------------------------------- the store
+
+
+class PostgresStore:
+    """The app database, seen through the operations the pipeline needs.
+
+    Holds only the conninfo (never a connection), so one instance can be shared by threads and
+    rebuilt cheaply in any process. ``repr`` shows the conninfo with the password masked.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        statement_timeout_s: float | None = DEFAULT_STATEMENT_TIMEOUT_S,
+    ) -> None:
+        if not conninfo:
+            raise ValueError("a database conninfo/URL is required")
+        self._conninfo = conninfo
+        self._statement_timeout_s = statement_timeout_s
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self._conninfo, self._conninfo)!r})"
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a fresh connection (see :func:`connect`)."""
+        with connect(self._conninfo, statement_timeout_s=self._statement_timeout_s) as conn:
+            yield conn
+
+    def _call(self, what: str, sql: str, params: Sequence[Any]) -> Any:
+        """Run one statement in its own transaction and return the first column of row one."""
+        started = time.perf_counter()
+        with self.connection() as conn:
+            row = conn.execute(sql, params).fetchone()
+        log.debug("%s took %.1f ms", what, (time.perf_counter() - started) * 1000)
+        return None if row is None else row[0]
+
+    # ------------------------------------------------------------ reads
+
+    def list_active_accounts(self, account_ids: Sequence[str] | None = None) -> list[AccountRecord]:
+        """Active accounts, least recently synced first (never-synced first, then by id).
+
+        With ``account_ids``, only those (ids that are not UUIDs or not known are ignored).
+        The order is what a capped sliding window needs: starved accounts go first.
+        """
+        ids: list[str] | None = None
+        if account_ids is not None:
+            ids = [i for i in (_uuid_or_none(a) for a in account_ids) if i is not None]
+            if not ids:
+                return []
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"select {_ACCOUNT_COLUMNS} from public.trading_accounts"
+                " where is_active and (%(ids)s::uuid[] is null or id = any(%(ids)s::uuid[]))"
+                " order by last_sync_at asc nulls first, id",
+                {"ids": ids},
+            )
+            return [_account(r) for r in cur.fetchall()]
+
+    def get_account(self, account_id: str) -> AccountRecord | None:
+        """One account, active or not; ``None`` if unknown (or not a UUID)."""
+        key = _uuid_or_none(account_id)
+        if key is None:
+            return None
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"select {_ACCOUNT_COLUMNS} from public.trading_accounts where id = %s",
+                (key,),
+            )
+            row = cur.fetchone()
+        return None if row is None else _account(row)
+
+    def fetch_all(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run any statement in its own (committed) transaction; rows as dicts.
+
+        For tests, the demo and ad-hoc checks; the pipeline itself uses the typed methods.
+        """
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+
+    # ------------------------------------------------------------ the sync write path
+
+    def commit_account_sync(self, payload: CommitPayload) -> dict[str, Any]:
+        """Write one account's sync atomically via ``mt5_commit_account_sync``.
+
+        Idempotent: replaying the same payload changes nothing, so a caller may retry after a
+        lost reply. Returns ``{"trades_synced", "deals_synced", "cash_flows_synced",
+        "quarantined", "cursor", "sync_id", "status"}``.
+        """
+        result = self._call(
+            "mt5_commit_account_sync",
+            "select public.mt5_commit_account_sync(%s)",
+            (_jsonb(payload),),
+        )
+        return dict(result or {})
+
+    def record_sync_failure(self, payload: FailurePayload) -> None:
+        """Count a failed sync and log it, in its own small transaction (once per sync_id)."""
+        self._call(
+            "mt5_record_sync_failure",
+            "select public.mt5_record_sync_failure(%s)",
+            (_jsonb(payload),),
+        )
+
+    def mark_sync_started(self, entry: Mapping[str, Any]) -> None:
+        """Upsert the 'processing' log row of a sync.
+
+        ``entry`` needs ``sync_id``, ``account_id``, ``trigger``, ``sync_type``, ``started_at``
+        (ISO string with offset, or an aware datetime) and may carry ``execution_id`` and
+        ``flow_run_id``; other keys are ignored. A row that already has a final status is left
+        alone.
+        """
+        keys = ("sync_id", "account_id", "execution_id", "flow_run_id", "trigger", "sync_type",
+                "started_at")
+        self._call(
+            "mt5_mark_sync_started",
+            "select public.mt5_mark_sync_started(%s)",
+            (_jsonb({k: entry.get(k) for k in keys}),),
+        )
+
+    def acquire_sync_lease(self, account_id: str, holder: str, ttl_seconds: int) -> bool:
+        """Take (or extend) the account's sync lease; False while another holder has it.
+
+        Cross-process mutual exclusion: a manual sync and the scheduled cycle on different
+        workers agree through the database. The lease expires after ``ttl_seconds`` so a dead
+        worker cannot block an account forever.
+        """
+        granted = self._call(
+            "mt5_acquire_sync_lease",
+            "select public.mt5_acquire_sync_lease(%s::uuid, %s::uuid, %s)",
+            (account_id, holder, int(ttl_seconds)),
+        )
+        return bool(granted)
+
+    def release_sync_lease(self, account_id: str, holder: str) -> None:
+        """Release the lease if ``holder`` still holds it (no-op otherwise)."""
+        self._call(
+            "mt5_release_sync_lease",
+            "select public.mt5_release_sync_lease(%s::uuid, %s::uuid)",
+            (account_id, holder),
+        )
+
+    # ------------------------------------------------------------ accounts (demo, tests, admin)
+
+    def ensure_user(self, user_id: str, email: str | None = None) -> None:
+        """Create the ``auth.users`` row if missing (plain PostgreSQL, demo and tests).
+
+        On Supabase, users come from Supabase Auth; this only fills the stub table.
+        """
+        with self.connection() as conn:
+            conn.execute(
+                "insert into auth.users (id, email) values (%s::uuid, %s)"
+                " on conflict (id) do nothing",
+                (user_id, email),
+            )
+
+    def register_account(
+        self,
+        *,
+        user_id: str,
+        login_number: int,
+        broker_server: str,
+        broker_name: str | None,
+        investor_password_encrypted: str,
+        server_time_rule: str,
+        is_active: bool = True,
+    ) -> str:
+        """Create (or update, keyed by server + login + user) an account; returns its id.
+
+        Also creates the ``auth.users`` row if missing. Idempotent, so the demo can re-run.
+        """
+        self.ensure_user(user_id)
+        account_id = self._call(
+            "register_account",
+            """
+            insert into public.trading_accounts
+                (user_id, login_number, broker_server, broker_name,
+                 investor_password_encrypted, server_time_rule, is_active)
+            values (%s::uuid, %s, %s, %s, %s, %s, %s)
+            on conflict (broker_server, login_number, user_id) do update
+               set broker_name = excluded.broker_name,
+                   investor_password_encrypted = excluded.investor_password_encrypted,
+                   server_time_rule = excluded.server_time_rule,
+                   is_active = excluded.is_active,
+                   updated_at = now()
+            returning id::text
+            """,
+            (user_id, int(login_number), broker_server, broker_name,
+             investor_password_encrypted, server_time_rule, is_active),
+        )
+        return str(account_id)
