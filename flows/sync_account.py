@@ -37,6 +37,8 @@ async def sync_account(
     execution_id: str | None = None,
     account_label: str = "account",
     full_from: str | None = None,
+    sync_history: bool = True,
+    history_days: int | None = None,
 ) -> State[Any]:
     logger = get_run_logger()
     settings = runtime.settings()
@@ -60,7 +62,9 @@ async def sync_account(
             account_id, context["lease_holder"], settings.lease_ttl_s, settings.lease_wait_s
         )
         await mark_sync_started(context)
-        fetched = await fetch(account_id, context["sync_id"], sync_type, full_from)
+        fetched = await fetch(
+            account_id, context["sync_id"], sync_type, full_from, sync_history, history_days
+        )
         payload = await transform_account_data(fetched, context)
         committed = await commit_account_sync(payload)
     except Exception as exc:

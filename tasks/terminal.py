@@ -44,7 +44,12 @@ def _is_last_attempt() -> bool:
     persist_result=True,
 )
 async def fetch_account_snapshot(
-    account_id: str, sync_id: str, sync_type: str = "incremental", full_from: str | None = None
+    account_id: str,
+    sync_id: str,
+    sync_type: str = "incremental",
+    full_from: str | None = None,
+    sync_history: bool = True,
+    history_days: int | None = None,
 ) -> dict[str, Any]:
     settings = runtime.settings()
     account = await runtime.in_db_thread(runtime.store().get_account, account_id)
@@ -55,7 +60,7 @@ async def fetch_account_snapshot(
         history_cursor=account.history_cursor,
         time_rule=account.server_time_rule,
         now_utc=datetime.now(UTC),
-        initial_history_days=settings.initial_history_days,
+        initial_history_days=history_days or settings.initial_history_days,
         overlap_hours=settings.history_overlap_hours,
         full_from_utc=datetime.fromisoformat(full_from) if full_from else None,
     )
@@ -67,8 +72,8 @@ async def fetch_account_snapshot(
             server=account.broker_server,
             password=decrypt_password(account.investor_password_encrypted, key),
         ),
-        date_from=window.date_from_server,
-        date_to=window.date_to_server,
+        date_from=window.date_from_server if sync_history else None,
+        date_to=window.date_to_server if sync_history else None,
     )
     pool = runtime.terminals()
     result = await runtime.in_terminal_thread(pool.fetch, request)
