@@ -51,6 +51,7 @@ async def sync_trading_data(
     sync_type: str = "incremental",
     account_ids: list[str] | None = None,
     trigger: str = "scheduled",
+    full_from: str | None = None,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     settings = runtime.settings()
@@ -58,7 +59,7 @@ async def sync_trading_data(
     execution_id = flow_run.get_id() or str(uuid.uuid4())
     limit = min(max_concurrency or settings.max_concurrency, settings.slot_count)
 
-    accounts = await load_active_accounts(account_ids)
+    accounts = await load_active_accounts(account_ids or None)
     logger.info("syncing %d active accounts, %d at a time", len(accounts), limit)
 
     window = asyncio.Semaphore(limit)
@@ -74,6 +75,7 @@ async def sync_trading_data(
                     sync_id=_sync_id(execution_id, account["id"]),
                     execution_id=execution_id,
                     account_label=account["label"],
+                    full_from=full_from,
                     return_state=True,
                 )
         try:

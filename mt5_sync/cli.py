@@ -40,8 +40,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 def _cmd_sync_account(args: argparse.Namespace) -> int:
     from flows.sync_account import sync_account
 
-    state = asyncio.run(
-        sync_account(
+    state: Any = asyncio.run(
+        sync_account(  # type: ignore[arg-type]
             account_id=args.account_id,
             trigger="manual",
             sync_type=args.sync_type,

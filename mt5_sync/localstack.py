@@ -72,7 +72,9 @@ class EmbeddedPostgres:
         with psycopg.connect(self.uri("postgres"), autocommit=True) as conn:
             if drop:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 tmpl = f' TEMPLATE "{template}"' if template else ""
                 conn.execute(f'CREATE DATABASE "{name}"{tmpl}')

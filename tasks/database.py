@@ -15,13 +15,17 @@ from mt5_sync.errors import SyncError
 from tasks import runtime
 from tasks.policy import retry_transient
 
-_DB_RETRY = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1.0),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
-}
+
+def db_task(name: str) -> Any:
+    """Database tasks retry dropped connections (backoff + jitter), never constraint errors."""
+    return task(
+        name=name,
+        retries=3,
+        retry_delay_seconds=exponential_backoff(backoff_factor=1.0),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=retry_transient,
+        cache_policy=NO_CACHE,
+    )
 
 
 class SyncAlreadyRunning(SyncError):
@@ -30,7 +34,7 @@ class SyncAlreadyRunning(SyncError):
     code = "sync_in_progress"
 
 
-@task(name="load-active-accounts", **_DB_RETRY)
+@db_task("load-active-accounts")
 async def load_active_accounts(account_ids: list[str] | None = None) -> list[dict[str, Any]]:
     """Active accounts, least recently synced first; ids and labels only (no credentials)."""
     accounts = await runtime.in_db_thread(runtime.store().list_active_accounts, account_ids)
@@ -62,18 +66,18 @@ async def acquire_sync_lease(account_id: str, holder: str, ttl_s: int, wait_s: f
         await asyncio.sleep(1.0)
 
 
-@task(name="mark-sync-started", **_DB_RETRY)
+@db_task("mark-sync-started")
 async def mark_sync_started(entry: dict[str, Any]) -> None:
     await runtime.in_db_thread(runtime.store().mark_sync_started, entry)
 
 
-@task(name="commit-account-sync", **_DB_RETRY)
+@db_task("commit-account-sync")
 async def commit_account_sync(payload: CommitPayload) -> dict[str, Any]:
     """One transaction: balances, positions, deals, trades, cash flows, cursor and log row."""
     return await runtime.in_db_thread(runtime.store().commit_account_sync, payload)
 
 
-@task(name="record-sync-failure", **_DB_RETRY)
+@db_task("record-sync-failure")
 async def record_sync_failure(payload: FailurePayload) -> None:
     """Small separate transaction: the main one rolled back (or never ran)."""
     await runtime.in_db_thread(runtime.store().record_sync_failure, payload)

@@ -43,6 +43,7 @@ class AccountOutcome:
             item["error_message"] = self.error_message
         item.update(
             sync_id=self.sync_id,
+            flow_run_id=self.flow_run_id,
             login=self.login,
             sync_type=self.sync_type,
             deals_synced=self.deals_synced,

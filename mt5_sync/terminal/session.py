@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
 from mt5_sync.contracts import Credentials, FetchRequest, FetchResult, PartError
+from mt5_sync.deal_sets import positions_needing_history
 from mt5_sync.errors import (
     AccountMismatch,
     AuthenticationFailed,
     InvalidRequest,
+    SyncError,
     TerminalError,
     TerminalUnavailable,
 )
@@ -31,12 +32,9 @@ RES_E_AUTH_FAILED = -6
 IPC_CODES = range(-10005, -9999)  # -10005 .. -10000
 IPC_TIMEOUT = -10005
 _OTP_MARKERS = ("otp", "one-time", "certificate")
-_ENTRY_IN = 0
-_ENTRY_EXITS = (1, 2, 3)  # OUT, INOUT, OUT_BY
-_TRADE_DEAL_TYPES = (0, 1)
 
 
-def classify_error(code: int, message: str, during: str) -> TerminalError:
+def classify_error(code: int, message: str, during: str) -> SyncError:
     """Turn ``last_error()`` into our failure vocabulary (this decides what is retried)."""
     text = f"{during} failed: {message} ({code})"
     if code == RES_E_AUTH_FAILED:
@@ -78,7 +76,7 @@ class TerminalSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _fail(self, during: str) -> TerminalError:
+    def _fail(self, during: str) -> SyncError:
         code, message = self._mt5.last_error()
         error = classify_error(int(code), str(message), during)
         if isinstance(error, TerminalUnavailable):
@@ -177,28 +175,13 @@ class TerminalSession:
         deals = {int(d.ticket): d._asdict() for d in rows}
         # A trade closed inside the window may have opened before it: read the rest of each
         # such position by id (position= ignores dates) so trades are never half-built.
-        for position_id in positions_missing_entry(deals.values()):
+        for position_id in positions_needing_history(deals.values()):
             more = self._mt5.history_deals_get(position=position_id)
             if more is None:
                 raise self._fail(f"history_deals_get(position={position_id})")
             for d in more:
                 deals.setdefault(int(d.ticket), d._asdict())
         return list(deals.values())
-
-
-def positions_missing_entry(deals: Iterable[dict[str, Any]]) -> list[int]:
-    """Position ids that have an exit deal in the set but no opening (IN) deal."""
-    entries: set[int] = set()
-    exits: set[int] = set()
-    for d in deals:
-        pid = d.get("position_id")
-        if not isinstance(pid, int) or pid <= 0 or d.get("type") not in _TRADE_DEAL_TYPES:
-            continue
-        if d.get("entry") == _ENTRY_IN:
-            entries.add(pid)
-        elif d.get("entry") in _ENTRY_EXITS:
-            exits.add(pid)
-    return sorted(exits - entries)
 
 
 def _part_error(part: str, exc: TerminalError) -> PartError:

@@ -20,7 +20,9 @@ def test_settings_hide_secrets_and_cap_concurrency_by_slots(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@db/x")
     monkeypatch.setenv("MT5SYNC_CREDENTIALS_KEY", "k" * 44)
     monkeypatch.setenv("MT5SYNC_TERMINAL_BACKEND", "metatrader5")
-    monkeypatch.setenv("MT5SYNC_TERMINAL_PATHS", r"C:\mt5\t1\terminal64.exe;C:\mt5\t2\terminal64.exe")
+    monkeypatch.setenv(
+        "MT5SYNC_TERMINAL_PATHS", r"C:\mt5\t1\terminal64.exe;C:\mt5\t2\terminal64.exe"
+    )
     s = Settings()
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
     assert s.slot_count == 2

@@ -29,9 +29,9 @@ def test_summary_has_the_edge_function_fields_and_counts():
     assert (summary["totalAccounts"], summary["successCount"], summary["failureCount"],
             summary["partialCount"]) == (4, 2, 1, 1)
     assert summary["duration_ms"] == 12450
-    failed = [r for r in summary["syncResults"] if r["status"] == "failed"][0]
+    failed = next(r for r in summary["syncResults"] if r["status"] == "failed")
     assert failed["error_message"] == "boom"
-    ok = [r for r in summary["syncResults"] if r["status"] == "success"][0]
+    ok = next(r for r in summary["syncResults"] if r["status"] == "success")
     assert "error_message" not in ok
     for key in ("account_id", "status", "started_at", "completed_at", "duration_ms",
                 "trades_synced"):

@@ -52,7 +52,9 @@ def request_for(world_path: Path, index: int, password: str | None = None) -> Fe
     )
 
 
-def make_pool(world_path: Path, slots: int = 2, timeout_s: float = 10.0, **env: str) -> TerminalPool:
+def make_pool(
+    world_path: Path, slots: int = 2, timeout_s: float = 10.0, **env: str
+) -> TerminalPool:
     settings = Settings(
         terminal_backend="simulated", simulated_slots=slots, sim_world=world_path,
         terminal_timeout_s=timeout_s,

@@ -1,0 +1,191 @@
+"""The demo: a whole cycle on an embedded stack, printed as a summary.
+
+Embedded PostgreSQL (the app database and the Prefect server's), a local Prefect server, the
+project's migrations, a simulated broker with 30 accounts of which some are broken on purpose
+(wrong password, OTP-only, a hung terminal, malformed deals, a transient IPC fault that a retry
+heals), one full cycle through the real flow, then the summary and a check of ``trades``
+against the simulated broker's own ledger. Everything it starts it stops, unless
+``--keep-running``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from mt5_sync.credentials import encrypt_password, generate_key
+from mt5_sync.localstack import LocalStack, short_root, start_local_stack
+from mt5_sync.mt5sim import world as simworld
+from mt5_sync.report import render_summary, render_table
+from mt5_sync.store.migrations import apply_migrations
+from mt5_sync.store.postgres import PostgresStore
+from mt5_sync.verify import compare_with_broker
+
+DEMO_USER = "00000000-0000-4000-8000-00000000d3e0"
+
+# index -> faults: the failures the demo shows on purpose
+DEMO_FAULTS: dict[int, list[dict[str, Any]]] = {
+    3: [{"kind": "wrong_password", "call": "login", "times": None}],
+    7: [{"kind": "hang", "call": "positions_get", "times": None}],
+    11: [{"kind": "otp_required", "call": "login", "times": None}],
+    15: [{"kind": "malformed_deals", "call": "history_deals_get", "times": None}],
+    19: [{"kind": "ipc_timeout", "call": "history_deals_get", "times": 1}],
+    23: [{"kind": "wrong_password", "call": "login", "times": None}],
+}
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def build_demo_world(root: Path, accounts: int, seed: int) -> tuple[simworld.World, Path]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    world = simworld.build_world(
+        accounts,
+        seed=seed,
+        now_utc=now,
+        timeline_start_utc=now - timedelta(days=20),
+        faults=DEMO_FAULTS,
+        latency=simworld.LognormalLatency(median_s=0.02, sigma=0.8),
+        state_dir=str(root / "sim-state"),
+    )
+    path = root / "world.json"
+    world.save(path)
+    return world, path
+
+
+def register_accounts(store: PostgresStore, world: simworld.World, key: str) -> list[str]:
+    store.ensure_user(DEMO_USER, "demo@example.com")
+    ids = []
+    for account in world.accounts:
+        ids.append(
+            store.register_account(
+                user_id=DEMO_USER,
+                login_number=account.login,
+                broker_server=account.server,
+                broker_name=account.company,
+                investor_password_encrypted=encrypt_password(account.password, key),
+                server_time_rule=account.time_rule,
+            )
+        )
+    # One disabled account: the cycle must leave it alone.
+    store.register_account(
+        user_id=DEMO_USER,
+        login_number=99_999_999,
+        broker_server="SimBroker-Closed",
+        broker_name="Sim Broker Ltd",
+        investor_password_encrypted=encrypt_password("unused", key),
+        server_time_rule="utc",
+        is_active=False,
+    )
+    return ids
+
+
+def _progress(store: PostgresStore, total: int, stop: threading.Event) -> None:
+    last = -1
+    while not stop.wait(2.0):
+        rows = store.fetch_all(
+            "SELECT count(*) AS n FROM sync_logs WHERE status <> 'processing'", ()
+        )
+        done = int(rows[0]["n"]) if rows else 0
+        if done != last:
+            _say(f"  ... {done}/{total} accounts finished")
+            last = done
+
+
+def run_cycle(stack: LocalStack, env: dict[str, str], store: PostgresStore, total: int) -> dict:
+    stop = threading.Event()
+    watcher = threading.Thread(target=_progress, args=(store, total, stop), daemon=True)
+    watcher.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mt5_sync.cli", "sync", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    if proc.returncode not in (0, 1) or not proc.stdout.strip().startswith("{"):
+        raise RuntimeError(f"the cycle failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return dict(json.loads(proc.stdout))
+
+
+def run_demo(*, accounts: int = 30, seed: int = 2026, keep_running: bool = False) -> int:
+    t0 = time.monotonic()
+    root = short_root("mt5demo-")
+    _say(f"mt5-sync demo: {accounts} simulated accounts (work dir {root})")
+    _say("starting embedded PostgreSQL and a local Prefect server on it ...")
+    stack = start_local_stack(root)
+    try:
+        assert stack.prefect is not None
+        _say(f"  Prefect server: {stack.prefect.ui_url}")
+        applied = apply_migrations(stack.app_database_url)
+        _say(f"applied {len(applied)} migrations")
+        world, world_path = build_demo_world(root, accounts, seed)
+        key = generate_key()
+        store = PostgresStore(stack.app_database_url)
+        register_accounts(store, world, key)
+        _say(f"registered {accounts} active accounts (+1 inactive) on a simulated broker")
+
+        env = dict(os.environ)
+        env.update(stack.prefect_env())
+        env.update(
+            {
+                "DATABASE_URL": stack.app_database_url,
+                "MT5SYNC_CREDENTIALS_KEY": key,
+                "MT5SIM_WORLD": str(world_path),
+                "MT5SYNC_TERMINAL_BACKEND": "simulated",
+                "MT5SYNC_TERMINAL_TIMEOUT_S": "8",
+                "MT5SYNC_FETCH_RETRIES": "2",
+                "MT5SYNC_LEASE_WAIT_S": "10",
+            }
+        )
+        _say("running one cycle (flow sync-trading-data, 10 accounts in flight) ...")
+        summary = run_cycle(stack, env, store, accounts)
+        _say("")
+        _say(render_summary(summary))
+
+        report = compare_with_broker(store, world)
+        _say("")
+        _say("trades vs the simulated broker's ledger (accounts that synced):")
+        _say(render_table(report.rows[:10]) + (f"\n  ... {len(report.rows) - 10} more"
+                                                if len(report.rows) > 10 else ""))
+        _say(
+            f"  {report.accounts_checked} accounts checked, {report.mismatches} mismatches, "
+            f"{report.duplicate_keys} duplicate (account_id, ticket) keys"
+        )
+        _say("")
+        _say("where to look next:")
+        if keep_running:
+            _say(f"  Prefect UI:  {stack.prefect.ui_url}  (flow runs, the summary artifact)")
+            _say(f"  psql:        psql '{stack.app_database_url}'")
+        else:
+            _say("  rerun with --keep-running to browse the Prefect UI and query the database")
+        _say("  SQL:  SELECT status, count(*) FROM sync_logs GROUP BY status;")
+        _say("        SELECT account_id, ticket, symbol, status, net_profit FROM trades "
+             "ORDER BY close_time DESC NULLS FIRST LIMIT 20;")
+        _say(f"demo wall time: {time.monotonic() - t0:.1f} s")
+        ok = summary["totalAccounts"] == accounts and report.mismatches == 0 \
+            and report.duplicate_keys == 0
+        if keep_running:
+            _say("servers left running; press Ctrl+C to stop them")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return 0 if ok else 1
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
