@@ -6,12 +6,19 @@ from typing import Any
 
 from mt5_sync.sync.outcome import summary_table
 
+MAX_CELL = 72
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
 
 def render_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no rows)"
     headers = list(rows[0])
-    cells = [[str(r.get(h, "")) for h in headers] for r in rows]
+    cells = [[_cell(r.get(h, "")) for h in headers] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
