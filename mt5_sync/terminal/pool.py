@@ -3,7 +3,18 @@
 ``TerminalPool.fetch(request)`` is the single interface the sync uses, whatever the backend:
 it borrows a free slot, sends the request to that slot's worker process and waits at most
 ``timeout_s``. A worker that does not answer in time is killed (the hard timeout is enforced
-here, outside the process that talks to the terminal) and replaced on the slot's next use.
+here, outside the process that talks to the terminal) together with the slot's hung
+``terminal64.exe``, and replaced on the slot's next use.
+
+Slots and installs. ``MT5SYNC_TERMINAL_PATHS`` lists one portable terminal install per slot;
+the pool is as wide as that list (without paths: ``MT5SYNC_SIMULATED_SLOTS`` simulated
+slots). Other processes on the same host (the scheduled cycle and a manual sync are separate
+flow-run processes, each with its own pool) use the same installs, so a fetch holds an
+OS-level lock on its slot's install (:mod:`mt5_sync.terminal.slotlock`) while it runs; a
+slot locked by another process is skipped for another one, and when every slot is busy the
+fetch waits up to ``MT5SYNC_TERMINAL_SLOT_WAIT_S``. The worker process keeps its terminal
+connection between fetches (one ``initialize``, one ``login`` per account): every fetch logs
+in and checks the account again, so a login made in between by another process is harmless.
 
 Thread-safe and blocking on purpose: async callers run it in :attr:`executor`, a thread pool
 as wide as the slot count (the default asyncio executor is only ``cpu + 4`` wide and would
@@ -17,12 +28,12 @@ import contextlib
 import json
 import logging
 import os
-import queue
 import selectors
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
@@ -30,6 +41,7 @@ from typing import Any
 from mt5_sync import errors
 from mt5_sync.contracts import FetchRequest, FetchResult
 from mt5_sync.settings import Settings
+from mt5_sync.terminal.slotlock import SlotLock, lock_path_for
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,28 @@ _ERROR_TYPES: dict[str, type[errors.SyncError]] = {
         errors.InvalidRequest,
     )
 }
+_LOCK_POLL_S = 0.1
+
+
+def kill_terminal_processes(terminal_path: str) -> list[int]:
+    """Kill every process whose executable is ``terminal_path``; return their pids.
+
+    A terminal that stopped answering keeps running after its worker is killed, and the next
+    ``initialize(path=...)`` would attach to it again. Processes we may not inspect (another
+    user's) are left alone.
+    """
+    import psutil
+
+    target = os.path.normcase(os.path.realpath(terminal_path))
+    victims = []
+    for proc in psutil.process_iter(["exe"]):
+        exe = proc.info.get("exe")
+        if exe and os.path.normcase(os.path.realpath(exe)) == target:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                victims.append(proc)
+    psutil.wait_procs(victims, timeout=5)
+    return [p.pid for p in victims]
 
 
 class TerminalSlot:
@@ -58,6 +92,9 @@ class TerminalSlot:
         portable: bool,
         login_timeout_ms: int,
         env: dict[str, str],
+        lock: SlotLock | None = None,
+        startup_timeout_s: float = 60.0,
+        kill_hung_terminal: bool = True,
     ) -> None:
         self.index = index
         self.backend = backend
@@ -65,13 +102,24 @@ class TerminalSlot:
         self.portable = portable
         self.login_timeout_ms = login_timeout_ms
         self.env = env
+        self.lock = lock
+        self.startup_timeout_s = startup_timeout_s
+        self.kill_hung_terminal = kill_hung_terminal
         self.process: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self.restarts = 0
+        self.busy = False  # borrowed by a thread of this process (guarded by the pool)
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __repr__(self) -> str:
+        return f"TerminalSlot({self.index}, path={self.path!r}, pid={self.pid})"
 
     def _ensure_started(self) -> subprocess.Popen[bytes]:
         if self.process is not None and self.process.poll() is None:
@@ -99,6 +147,14 @@ class TerminalSlot:
             env=self.env,
         )
         self._buffer = b""
+        # The worker says "ready" once Python and the MetaTrader5 module are loaded: a slow
+        # interpreter start (a busy host) is not charged to the terminal's hard timeout.
+        hello = json.loads(
+            self._read_line(self.process, self.startup_timeout_s, starting=True)
+        )
+        if not hello.get("ready"):
+            self.kill()
+            raise _rebuild_error(hello.get("error") or {})
         return self.process
 
     def call(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -113,13 +169,13 @@ class TerminalSlot:
                 f"terminal slot {self.index}: worker process is gone ({exc})",
                 code="terminal_worker_died",
             ) from exc
-        line = self._read_line(process, time.monotonic() + timeout_s, timeout_s)
-        return dict(json.loads(line))
+        return dict(json.loads(self._read_line(process, timeout_s)))
 
     def _read_line(
-        self, process: subprocess.Popen[bytes], deadline: float, timeout_s: float
+        self, process: subprocess.Popen[bytes], timeout_s: float, *, starting: bool = False
     ) -> bytes:
         assert process.stdout is not None
+        deadline = time.monotonic() + timeout_s
         fd = process.stdout.fileno()
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
@@ -127,9 +183,17 @@ class TerminalSlot:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not selector.select(remaining):
                     self.kill()
+                    if starting:
+                        raise errors.TerminalUnavailable(
+                            f"terminal slot {self.index}: worker process did not start within "
+                            f"{timeout_s:g}s (MT5SYNC_TERMINAL_STARTUP_TIMEOUT_S)",
+                            code="terminal_worker_start_timeout",
+                        )
+                    killed = self._kill_hung_terminal()
                     raise errors.TerminalTimeout(
                         f"terminal slot {self.index} did not answer within {timeout_s:g}s; "
-                        "its process was killed and will be replaced",
+                        "its process was killed and will be replaced"
+                        + (f" (terminal pids {killed} killed too)" if killed else ""),
                         mt5_code=-10005,
                     )
                 chunk = os.read(fd, 1 << 16)
@@ -144,6 +208,19 @@ class TerminalSlot:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
+    def _kill_hung_terminal(self) -> list[int]:
+        if not (self.kill_hung_terminal and self.path):
+            return []
+        try:
+            killed = kill_terminal_processes(self.path)
+        except Exception:  # never let the clean-up hide the timeout itself
+            log.warning("could not kill the terminal of slot %d", self.index, exc_info=True)
+            return []
+        if killed:
+            log.warning("slot %d: killed hung terminal %s (pids %s)", self.index, self.path,
+                        killed)
+        return killed
+
     def kill(self) -> None:
         if self.process is None:
             return
@@ -157,26 +234,35 @@ class TerminalSlot:
                     stream.close()
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """Ask the worker to shut its terminal connection down and exit; kill it if it won't."""
+        process = self.process
+        if process is not None and process.poll() is None:
             with contextlib.suppress(Exception):
                 self.call({"op": "shutdown"}, timeout_s=5)
+                if process.stdin is not None:
+                    process.stdin.close()
+                process.wait(5)  # let it exit on its own (atexit handlers, clean shutdown)
         self.kill()
+        if self.lock is not None:
+            self.lock.release()
 
 
 class TerminalPool:
     """The gateway: "for these credentials, fetch account info, positions and deals"."""
 
-    def __init__(self, slots: list[TerminalSlot], *, timeout_s: float) -> None:
+    def __init__(
+        self, slots: list[TerminalSlot], *, timeout_s: float, slot_wait_s: float = 300.0
+    ) -> None:
         if not slots:
             raise ValueError("a terminal pool needs at least one slot")
         self.slots = slots
         self.timeout_s = timeout_s
-        self._free: queue.SimpleQueue[TerminalSlot] = queue.SimpleQueue()
-        for slot in slots:
-            self._free.put(slot)
+        self.slot_wait_s = slot_wait_s
+        self._cond = threading.Condition()
         self._in_use = 0
         self.max_in_use = 0
-        self._lock = threading.Lock()
+        self.lock_skips = 0  # times a slot was passed over because another process held it
+        self._closed = False
         self.executor = ThreadPoolExecutor(
             max_workers=len(slots), thread_name_prefix="terminal-slot"
         )
@@ -187,6 +273,8 @@ class TerminalPool:
         if settings.sim_world is not None:
             env["MT5SIM_WORLD"] = str(settings.sim_world)
         paths: list[str | None] = list(settings.terminal_paths) or [None] * settings.slot_count
+        if len(set(filter(None, paths))) != len(list(filter(None, paths))):
+            raise ValueError("MT5SYNC_TERMINAL_PATHS lists the same terminal twice")
         slots = [
             TerminalSlot(
                 i,
@@ -195,37 +283,119 @@ class TerminalPool:
                 portable=settings.terminal_portable,
                 login_timeout_ms=settings.terminal_login_timeout_ms,
                 env=env,
+                lock=SlotLock(lock_path_for(path, settings.terminal_lock_dir)) if path else None,
+                startup_timeout_s=settings.terminal_startup_timeout_s,
+                kill_hung_terminal=settings.terminal_kill_hung,
             )
             for i, path in enumerate(paths)
         ]
-        return cls(slots, timeout_s=settings.terminal_timeout_s)
+        return cls(
+            slots, timeout_s=settings.terminal_timeout_s, slot_wait_s=settings.terminal_slot_wait_s
+        )
 
     @property
     def size(self) -> int:
         return len(self.slots)
 
-    def fetch(self, request: FetchRequest, *, timeout_s: float | None = None) -> FetchResult:
-        slot = self._free.get()
-        with self._lock:
-            self._in_use += 1
-            self.max_in_use = max(self.max_in_use, self._in_use)
+    # ------------------------------------------------------------------ borrowing slots
+
+    def _try_take(self, slot: TerminalSlot) -> bool:
+        """Take a slot this process is not using if no other process holds its install."""
+        if slot.lock is not None:
+            try:
+                taken = slot.lock.try_acquire(owner=f"slot={slot.index}")
+            except OSError as exc:
+                raise errors.TerminalError(
+                    f"cannot create the lock file {slot.lock.path} of terminal slot "
+                    f"{slot.index} ({exc}); make its folder writable or set "
+                    "MT5SYNC_TERMINAL_LOCK_DIR",
+                    code="terminal_lock_error",
+                ) from exc
+            if not taken:
+                self.lock_skips += 1
+                return False
+        slot.busy = True
+        self._in_use += 1
+        self.max_in_use = max(self.max_in_use, self._in_use)
+        return True
+
+    def _acquire(self, wait_s: float) -> TerminalSlot:
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise errors.TerminalUnavailable("the terminal pool is closed")
+                free = [s for s in self.slots if not s.busy]
+                # Prefer slots whose worker is already connected (no new terminal start).
+                for slot in sorted(free, key=lambda s: (not s.running, s.index)):
+                    if self._try_take(slot):
+                        return slot
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise errors.TerminalUnavailable(
+                        f"no terminal slot became free within {wait_s:g}s: all {self.size} "
+                        "are in use by this process or locked by another process on this host "
+                        "(MT5SYNC_TERMINAL_SLOT_WAIT_S)",
+                        code="terminal_slots_busy",
+                    )
+                # Slots freed in this process notify; locks freed by other processes do not,
+                # so poll while some free slot is locked elsewhere.
+                self._cond.wait(min(remaining, _LOCK_POLL_S) if free else remaining)
+
+    def _release(self, slot: TerminalSlot) -> None:
+        with self._cond:
+            if slot.lock is not None:
+                slot.lock.release()
+            slot.busy = False
+            self._in_use -= 1
+            self._cond.notify()
+
+    @contextlib.contextmanager
+    def borrow(self, wait_s: float | None = None) -> Iterator[TerminalSlot]:
+        """Hold one slot (and its install's OS lock) for the duration of the block."""
+        slot = self._acquire(self.slot_wait_s if wait_s is None else wait_s)
         try:
+            yield slot
+        finally:
+            self._release(slot)
+
+    # ------------------------------------------------------------------ the gateway
+
+    def fetch(self, request: FetchRequest, *, timeout_s: float | None = None) -> FetchResult:
+        with self.borrow() as slot:
             reply = slot.call(
                 {"op": "fetch", "request": asdict(request)}, timeout_s or self.timeout_s
             )
-        finally:
-            with self._lock:
-                self._in_use -= 1
-            self._free.put(slot)
         if reply.get("ok"):
             return FetchResult.from_dict(reply["result"])
         raise _rebuild_error(reply.get("error") or {})
 
     def warm_up(self) -> None:
-        """Start every slot's worker now rather than on first use (parallel, bounded)."""
-        list(self.executor.map(lambda s: s.call({"op": "ping"}, 60), self.slots))
+        """Start every idle slot's worker process now rather than on first use (in parallel).
+
+        Starting a worker does not touch its terminal (``initialize`` waits for the first
+        fetch), so no install lock is taken; slots busy in this process are left alone.
+        """
+
+        def ping(slot: TerminalSlot) -> None:
+            with self._cond:
+                if slot.busy or self._closed:
+                    return
+                slot.busy = True
+            try:
+                if not slot.running:
+                    slot.call({"op": "ping"}, slot.startup_timeout_s)
+            finally:
+                with self._cond:
+                    slot.busy = False
+                    self._cond.notify()
+
+        list(self.executor.map(ping, self.slots))
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         for slot in self.slots:
             slot.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -253,6 +423,8 @@ def get_terminal_pool(settings: Settings) -> TerminalPool:
             settings.slot_count,
             str(settings.sim_world),
             settings.terminal_timeout_s,
+            str(settings.terminal_lock_dir),
+            settings.terminal_slot_wait_s,
         ]
     )
     with _pools_lock:
@@ -268,3 +440,4 @@ def close_all_pools() -> None:
         for pool in _pools.values():
             pool.close()
         _pools.clear()
+

@@ -4,6 +4,20 @@ It is written against the real package's contract (reference/metatrader5-5.0.623
 handed the module to use, so the very same code drives a real terminal on Windows and the
 simulated one (``mt5_sync.mt5sim``) everywhere else. It runs inside a terminal worker
 process (see ``worker.py``): one process, one terminal, one logged-in account at a time.
+
+Connection life cycle of one slot:
+
+* ``initialize(path=<terminal64.exe>, portable=True, timeout=...)`` once, on the first fetch;
+  the connection is then reused for every account the slot syncs (one ``login`` per account);
+* after an IPC fault (-10000..-10005) or an unexplained ``None`` the connection is dropped
+  (``shutdown``) and initialised again before the next call, also within one fetch;
+* ``shutdown()`` when the worker process exits (see ``worker.py``).
+
+Every call that can fail is checked: ``False``/``None`` results become an error carrying
+``last_error()``'s code and message, never a silent empty result; after each login the
+terminal must report the login and server asked for (a cross-wired terminal is reset).
+The investor password is passed to ``login`` and nowhere else: it is not kept, logged or
+put into any error message.
 """
 
 from __future__ import annotations
@@ -27,29 +41,49 @@ from mt5_sync.errors import (
 
 log = logging.getLogger(__name__)
 
+RES_S_OK = 1
+RES_E_FAIL = -1
 RES_E_INVALID_PARAMS = -2
 RES_E_AUTH_FAILED = -6
-IPC_CODES = range(-10005, -9999)  # -10005 .. -10000
+IPC_CODES = range(-10005, -9999)  # -10005 .. -10000 (RES_E_INTERNAL_FAIL_*)
 IPC_TIMEOUT = -10005
-_OTP_MARKERS = ("otp", "one-time", "certificate")
+_OTP_MARKERS = ("otp", "one-time", "one time", "certificate")
+
+#: Part-error codes after which a whole fetch may succeed if tried again.
+TRANSIENT_PART_CODES = frozenset({"ipc_timeout", "ipc_error", "no_result"})
 
 
 def classify_error(code: int, message: str, during: str) -> SyncError:
-    """Turn ``last_error()`` into our failure vocabulary (this decides what is retried)."""
+    """Turn ``last_error()`` into our failure vocabulary (this decides what is retried).
+
+    * -6, or any message asking for OTP/a certificate: permanent (never retried);
+    * -10000..-10005 (IPC send/receive/init/connect/timeout): transient;
+    * ``RES_S_OK`` although the call failed (``None`` with no error): transient ``no_result``;
+    * -2 invalid parameters: a bug, not retried; anything else: a terminal error, not retried.
+    """
     text = f"{during} failed: {message} ({code})"
+    lowered = message.lower()
+    if code not in IPC_CODES and any(marker in lowered for marker in _OTP_MARKERS):
+        return AuthenticationFailed(
+            f"{text}; the account needs OTP or a certificate, which the MetaTrader5 API "
+            "cannot provide: use an investor password without OTP",
+            mt5_code=code,
+            code="auth_otp_required",
+        )
     if code == RES_E_AUTH_FAILED:
-        lowered = message.lower()
-        if any(marker in lowered for marker in _OTP_MARKERS):
-            return AuthenticationFailed(
-                f"{text}; the account needs OTP or a certificate, which the MetaTrader5 API "
-                "cannot provide: use an investor password without OTP",
-                mt5_code=code,
-                code="auth_otp_required",
-            )
-        return AuthenticationFailed(text, mt5_code=code)
+        return AuthenticationFailed(
+            f"{text}; check the login, the investor password and the server name",
+            mt5_code=code,
+        )
     if code in IPC_CODES:
         return TerminalUnavailable(
             text, mt5_code=code, code="ipc_timeout" if code == IPC_TIMEOUT else "ipc_error"
+        )
+    if code == RES_S_OK:
+        return TerminalUnavailable(
+            f"{during} returned no result although last_error() reports {message!r} ({code})",
+            mt5_code=code,
+            code="no_result",
         )
     if code == RES_E_INVALID_PARAMS:
         return InvalidRequest(text, code="invalid_params")
@@ -73,12 +107,29 @@ class TerminalSession:
         self._timeout_ms = timeout_ms
         self._initialized = False
         self._logged_in: tuple[int, str] | None = None
+        self.initializations = 0  # how many times this slot connected (reuse is visible)
+
+    @property
+    def initialized(self) -> bool:
+        return self._initialized
+
+    @property
+    def logged_in(self) -> tuple[int, str] | None:
+        return self._logged_in
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _last_error(self) -> tuple[int, str]:
+        """``last_error()``, made total: a dead terminal may fail to say what went wrong."""
+        try:
+            code, message = self._mt5.last_error()
+            return int(code), str(message)
+        except Exception as exc:
+            return RES_E_FAIL, f"last_error() unavailable ({type(exc).__name__})"
+
     def _fail(self, during: str) -> SyncError:
-        code, message = self._mt5.last_error()
-        error = classify_error(int(code), str(message), during)
+        code, message = self._last_error()
+        error = classify_error(code, message, during)
         if isinstance(error, TerminalUnavailable):
             self.reset()  # IPC faults leave the connection unusable: re-initialise next time
         return error
@@ -90,10 +141,19 @@ class TerminalSession:
         if self._path:
             kwargs.update(path=self._path, portable=self._portable)
         if not self._mt5.initialize(**kwargs):
-            raise self._fail("initialize")
+            error = self._fail("initialize")
+            if isinstance(error, TerminalUnavailable) and self._path:
+                error = TerminalUnavailable(
+                    f"{error.message}; terminal {self._path}",
+                    mt5_code=error.mt5_code,
+                    code=error.code,
+                )
+            raise error
         self._initialized = True
+        self.initializations += 1
 
     def reset(self) -> None:
+        """Drop the connection; the next call initialises again (after faults, mismatches)."""
         if self._initialized:
             try:
                 self._mt5.shutdown()
@@ -102,11 +162,14 @@ class TerminalSession:
         self._initialized = False
         self._logged_in = None
 
-    shutdown = reset
+    def shutdown(self) -> None:
+        """Close the connection for good (the worker is exiting)."""
+        self.reset()
 
     def login(self, credentials: Credentials) -> Any:
         """Log in (or stay logged in) and prove the terminal holds the account asked for."""
         self.ensure_initialized()
+        self._logged_in = None
         ok = self._mt5.login(
             credentials.login,
             password=credentials.password,
@@ -114,7 +177,6 @@ class TerminalSession:
             timeout=self._timeout_ms,
         )
         if not ok:
-            self._logged_in = None
             raise self._fail("login")
         info = self._mt5.account_info()
         if info is None:
@@ -135,7 +197,8 @@ class TerminalSession:
 
         A position that closes between the two reads is then absent from the positions and
         present, closed, in the deals; the reverse order could lose it for a cycle.
-        Login/auth failures raise; a failing later part is reported in ``errors``.
+        Login/auth failures raise; a failing later part is reported in ``errors`` (after an
+        IPC fault the connection is re-established, with a fresh login, for the next part).
         """
         started = time.monotonic()
         fetched_at = datetime.now(UTC).isoformat()
@@ -156,11 +219,17 @@ class TerminalSession:
                 result.errors.append(_part_error("positions", exc))
         if request.date_from is not None and request.date_to is not None:
             try:
+                self._reconnect(request.credentials)
                 result.deals = self._deals(request.date_from, request.date_to)
             except TerminalError as exc:
                 result.errors.append(_part_error("history", exc))
         result.terminal_ms = int((time.monotonic() - started) * 1000)
         return result
+
+    def _reconnect(self, credentials: Credentials) -> None:
+        """After a fault dropped the connection mid-fetch, connect and log in again."""
+        if self._logged_in != (credentials.login, credentials.server):
+            self.login(credentials)
 
     def _positions(self) -> list[dict[str, Any]]:
         rows = self._mt5.positions_get()

@@ -1,0 +1,43 @@
+"""Pull steps for prefect.yaml, run by the worker host when each flow run starts.
+
+``set_project_working_directory`` replaces Prefect's ``set_working_directory`` with a
+``{{ $MT5SYNC_PROJECT_DIR }}`` template, because ``prefect deploy`` resolves ``{{ $VAR }}``
+from the *deploying* machine's environment whenever that variable is set there, baking one
+machine's path into a deployment that runs on several hosts. This step decides on the worker
+host, at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENTRYPOINT_FILE = Path("flows") / "sync_account.py"
+
+
+def project_directory(directory: str | None = None) -> Path:
+    """Where this host's copy of the project is.
+
+    ``directory`` if the step was given one, else ``MT5SYNC_PROJECT_DIR`` from the worker's
+    environment, else the folder holding the installed ``flows`` package (the checkout for
+    ``pip install -e .``, site-packages for a plain install: the entrypoints resolve in both).
+    """
+    if directory:
+        return Path(directory)
+    if os.environ.get("MT5SYNC_PROJECT_DIR"):
+        return Path(os.environ["MT5SYNC_PROJECT_DIR"])
+    import flows
+
+    return Path(next(iter(flows.__path__))).resolve().parent
+
+
+def set_project_working_directory(directory: str | None = None) -> dict[str, str]:
+    """Change into the project folder so entrypoints like ``flows/sync_account.py`` resolve."""
+    target = project_directory(directory)
+    if not (target / ENTRYPOINT_FILE).is_file():
+        raise FileNotFoundError(
+            f"{target / ENTRYPOINT_FILE} not found: set MT5SYNC_PROJECT_DIR in the worker's "
+            "environment to the mt5-sync checkout, or `pip install -e .` it in the worker's venv"
+        )
+    os.chdir(target)
+    return {"directory": str(target)}

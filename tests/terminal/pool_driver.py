@@ -1,0 +1,67 @@
+"""Run one TerminalPool in its own process (as a flow run would) and fetch accounts with it.
+
+    python -m tests.terminal.pool_driver WORLD PATHS ACCOUNTS ROUNDS [--no-locks]
+
+PATHS is ';'-separated terminal paths, ACCOUNTS comma-separated account indexes. Prints a JSON
+summary. ``--no-locks`` drops the slots' OS locks, to show what the locks prevent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from mt5_sync.contracts import Credentials, FetchRequest
+from mt5_sync.mt5sim.world import World
+from mt5_sync.servertime import ServerTimeRule
+from mt5_sync.settings import Settings
+from mt5_sync.terminal.pool import TerminalPool
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("world")
+    parser.add_argument("paths")
+    parser.add_argument("accounts")
+    parser.add_argument("rounds", type=int)
+    parser.add_argument("--no-locks", action="store_true")
+    args = parser.parse_args()
+    world = World.load(args.world)
+    settings = Settings(
+        terminal_backend="simulated", terminal_paths=args.paths, sim_world=args.world,
+        terminal_timeout_s=60, terminal_slot_wait_s=60,
+    )
+    pool = TerminalPool.from_settings(settings)
+    if args.no_locks:
+        for slot in pool.slots:
+            slot.lock = None
+    now = world.effective_now()
+
+    def fetch(index: int) -> str:
+        spec = world.accounts[index]
+        rule = ServerTimeRule.parse(spec.time_rule)
+        result = pool.fetch(FetchRequest(
+            account_id=str(index),
+            credentials=Credentials(spec.login, spec.server, spec.password),
+            date_from=rule.to_server_epoch(now - timedelta(days=5)),
+            date_to=rule.to_server_epoch(now + timedelta(days=1)),
+        ))
+        return "ok" if not result.errors and result.login == spec.login else "bad"
+
+    indexes = [int(i) for i in args.accounts.split(",")] * args.rounds
+    started = datetime.now(UTC)
+    try:
+        with ThreadPoolExecutor(pool.size) as ex:
+            outcomes = list(ex.map(fetch, indexes))
+    finally:
+        pool.close()
+    print(json.dumps({
+        "outcomes": outcomes, "max_in_use": pool.max_in_use, "lock_skips": pool.lock_skips,
+        "seconds": (datetime.now(UTC) - started).total_seconds(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
