@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from typing import Any, TypeVar
 
-from mt5_sync.settings import Settings, load_settings
-from mt5_sync.store.postgres import PostgresStore
+from mt5_sync.settings import Settings, StoreConfig, load_settings
+from mt5_sync.store.factory import Store, make_store
 from mt5_sync.terminal.pool import TerminalPool, get_terminal_pool
 
 T = TypeVar("T")
@@ -28,12 +28,13 @@ def settings() -> Settings:
 
 
 @lru_cache(maxsize=4)
-def _store(url: str) -> PostgresStore:
-    return PostgresStore(url)
+def _store(config: StoreConfig) -> Store:
+    return make_store(config)
 
 
-def store() -> PostgresStore:
-    return _store(settings().require_database_url())
+def store() -> Store:
+    """This process's store: direct Postgres or Supabase REST, as the settings choose."""
+    return _store(settings().require_store_config())
 
 
 def terminals() -> TerminalPool:
