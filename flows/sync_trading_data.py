@@ -1,15 +1,20 @@
 """``sync_trading_data``: the scheduled cycle over every active account.
 
-Reads top to bottom: load accounts (least recently synced first), run one ``sync_account``
-subflow per account with at most ``max_concurrency`` in flight as a sliding window (a slow
-account holds only its own slot), then publish the summary as a table artifact and return it
-in the Edge Function's response shape.
+Reads top to bottom: load accounts (least recently synced first) and, when the cycle has a
+budget, their recent sync durations; then a dispatcher keeps at most ``max_concurrency``
+``sync_account`` subflows in flight as a sliding window (a slow account holds only its own
+slot) and, before starting each account, asks the deadline planner whether it can finish
+within the budget — the ones that cannot are *deferred* (not started, reported and logged as
+``deferred``, first in line next cycle). Finally the summary is published as a table artifact
+and returned in the Edge Function's response shape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,26 +23,13 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
 from flows.sync_account import sync_account
+from mt5_sync.sync import timing
+from mt5_sync.sync.deadline import DeadlinePlanner
 from mt5_sync.sync.outcome import AccountOutcome, summarize_cycle, summary_table
 from mt5_sync.sync.steps import describe_error
 from tasks import runtime
-from tasks.database import load_active_accounts
-
-
-class InFlightGauge:
-    """Counts subflows running right now; the maximum is reported with the summary."""
-
-    def __init__(self) -> None:
-        self.current = 0
-        self.peak = 0
-
-    def __enter__(self) -> InFlightGauge:
-        self.current += 1
-        self.peak = max(self.peak, self.current)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.current -= 1
+from tasks.database import load_active_accounts, load_duration_estimates, record_deferred_syncs
+from tasks.terminal import warm_up_terminals
 
 
 def _sync_id(execution_id: str, account_id: str) -> str:
@@ -52,32 +44,54 @@ async def sync_trading_data(
     account_ids: list[str] | None = None,
     trigger: str = "scheduled",
     full_from: str | None = None,
+    cycle_budget_s: float | None = None,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     settings = runtime.settings()
     started = datetime.now(UTC)
+    clock = time.monotonic()
     execution_id = flow_run.get_id() or str(uuid.uuid4())
     limit = min(max_concurrency or settings.max_concurrency, settings.slot_count)
+    budget = settings.cycle_budget_s if cycle_budget_s is None else cycle_budget_s
 
+    if trigger == "backfill" and not account_ids:
+        # A backfill re-reads full history: never let an empty list mean "every account".
+        raise ValueError("a backfill needs account_ids (and usually full_from)")
     accounts = await load_active_accounts(account_ids or None)
-    logger.info("syncing %d active accounts, %d at a time", len(accounts), limit)
-
-    window = asyncio.Semaphore(limit)
-    gauge = InFlightGauge()
+    history: dict[str, float] = {}
+    if accounts:
+        # All terminal workers start now, in parallel (not one by one in the first wave),
+        # while the accounts' recent durations load.
+        warm_up = asyncio.ensure_future(warm_up_terminals())
+        try:
+            if budget > 0:
+                history = await load_duration_estimates(
+                    [a["id"] for a in accounts], settings.estimate_history_syncs
+                )
+        finally:
+            await warm_up
+    planner = DeadlinePlanner(
+        budget_s=budget, history_ms=history, default_s=settings.default_account_estimate_s
+    )
+    logger.info(
+        "syncing %d active accounts, %d at a time%s", len(accounts), limit,
+        f", budget {budget:g}s" if budget > 0 else "",
+    )
 
     async def run_one(account: dict[str, Any]) -> AccountOutcome:
-        async with window:
-            with gauge:
-                state = await sync_account(
-                    account_id=account["id"],
-                    trigger=trigger,
-                    sync_type=sync_type,
-                    sync_id=_sync_id(execution_id, account["id"]),
-                    execution_id=execution_id,
-                    account_label=account["label"],
-                    full_from=full_from,
-                    return_state=True,
-                )
+        slot_started = time.perf_counter()
+        sync_id = _sync_id(execution_id, account["id"])
+        state = await sync_account(
+            account_id=account["id"],
+            trigger=trigger,
+            sync_type=sync_type,
+            sync_id=sync_id,
+            execution_id=execution_id,
+            account_label=account["label"],
+            full_from=full_from,
+            return_state=True,
+        )
+        slot_ms = (time.perf_counter() - slot_started) * 1000
         try:
             data = await state.aresult(raise_on_failure=False)
         except Exception as exc:  # the subflow crashed before reporting an outcome
@@ -85,7 +99,13 @@ async def sync_trading_data(
         if isinstance(data, dict) and "account_id" in data:
             outcome = AccountOutcome(**data)
             outcome.login = outcome.login or account["login"]
+            work = sum(outcome.timings.get(k, 0.0) for k in timing.WORK_STEPS)
+            outcome.timings["slot_ms"] = slot_ms
+            outcome.timings["prefect_ms"] = max(0.0, slot_ms - work)
+            planner.observe(slot_ms / 1000, outcome.duration_ms / 1000)
             return outcome
+        planner.observe(slot_ms / 1000, None)
+        timing.pop(sync_id)  # the subflow died before collecting its step timings
         code, message = describe_error(data if isinstance(data, BaseException) else
                                        RuntimeError(str(state.message)))
         now = datetime.now(UTC).isoformat()
@@ -94,27 +114,77 @@ async def sync_trading_data(
             duration_ms=0, error_code=code, error_message=message, login=account["login"],
         )
 
-    outcomes = list(await asyncio.gather(*(run_one(a) for a in accounts)))
+    def defer(account: dict[str, Any], estimate_s: float, elapsed_s: float) -> AccountOutcome:
+        now = datetime.now(UTC).isoformat()
+        return AccountOutcome(
+            account_id=account["id"], status="deferred", started_at=now, completed_at=now,
+            duration_ms=0, error_code="deadline", login=account["login"],
+            error_message=planner.deferral_message(estimate_s, elapsed_s),
+            sync_id=_sync_id(execution_id, account["id"]), sync_type=sync_type,
+            extra={"estimate_ms": round(estimate_s * 1000)},
+        )
+
+    # The sliding window: start accounts while a slot is free, wait for any one to finish.
+    outcomes: dict[str, AccountOutcome] = {}
+    queue = deque(accounts)
+    running: dict[asyncio.Task[AccountOutcome], str] = {}
+    peak = 0
+    while queue or running:
+        while queue and len(running) < limit:
+            account = queue.popleft()
+            elapsed = time.monotonic() - clock
+            estimate = planner.admit(account["id"], elapsed)
+            if estimate is not None:
+                outcomes[account["id"]] = defer(account, estimate, elapsed)
+                continue
+            running[asyncio.ensure_future(run_one(account))] = account["id"]
+            peak = max(peak, len(running))
+        if running:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                outcomes[running.pop(finished)] = finished.result()
+
+    deferred = [o for o in outcomes.values() if o.status == "deferred"]
+    if deferred:
+        await record_deferred_syncs({
+            "execution_id": execution_id,
+            "flow_run_id": flow_run.get_id(),
+            "trigger": trigger,
+            "sync_type": sync_type,
+            "deferred_at": datetime.now(UTC).isoformat(),
+            "syncs": [
+                {"sync_id": o.sync_id, "account_id": o.account_id,
+                 "estimate_ms": o.extra.get("estimate_ms"), "message": o.error_message}
+                for o in deferred
+            ],
+        })
+        logger.warning(
+            "%d of %d accounts deferred to the next cycle (budget %gs)",
+            len(deferred), len(accounts), budget,
+        )
 
     summary = summarize_cycle(
-        outcomes,
+        [outcomes[a["id"]] for a in accounts],
         execution_id=execution_id,
         started=started,
         finished=datetime.now(UTC),
-        max_in_flight=gauge.peak,
+        max_in_flight=peak,
     )
+    if budget > 0:
+        summary["cycleBudgetS"] = budget
     await acreate_table_artifact(
         table=summary_table(summary),
         key="sync-trading-data-summary",
         description=(
             f"{summary['totalAccounts']} accounts: {summary['successCount']} success, "
-            f"{summary['partialCount']} partial, {summary['failureCount']} failed "
-            f"in {summary['duration_ms']} ms"
+            f"{summary['partialCount']} partial, {summary['failureCount']} failed, "
+            f"{summary['deferredCount']} deferred in {summary['duration_ms']} ms"
         ),
     )
     logger.info(
-        "cycle done: %d accounts, %d success, %d partial, %d failed, %d ms, peak in flight %d",
+        "cycle done: %d accounts, %d success, %d partial, %d failed, %d deferred, %d ms, "
+        "peak in flight %d",
         summary["totalAccounts"], summary["successCount"], summary["partialCount"],
-        summary["failureCount"], summary["duration_ms"], gauge.peak,
+        summary["failureCount"], summary["deferredCount"], summary["duration_ms"], peak,
     )
     return summary

@@ -1,19 +1,22 @@
-"""Database tasks: load accounts, lease an account, commit a sync, record a failure."""
+"""Database tasks: load accounts, begin a sync (lease + log row), commit it, record a failure."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from mt5_sync.contracts import CommitPayload, FailurePayload
+from mt5_sync.contracts import FailurePayload
 from mt5_sync.errors import SyncError
+from mt5_sync.sync import timing
 from tasks import runtime
 from tasks.policy import retry_transient
+from tasks.transform import PAYLOAD_ROW_KEYS, build_payload
 
 
 def db_task(name: str) -> Any:
@@ -25,6 +28,8 @@ def db_task(name: str) -> Any:
         retry_jitter_factor=0.5,
         retry_condition_fn=retry_transient,
         cache_policy=NO_CACHE,
+        # Nothing reads these results back: writing them to result storage is pure overhead.
+        persist_result=False,
     )
 
 
@@ -49,35 +54,96 @@ async def load_active_accounts(account_ids: list[str] | None = None) -> list[dic
     ]
 
 
-@task(name="acquire-sync-lease", cache_policy=NO_CACHE)
-async def acquire_sync_lease(account_id: str, holder: str, ttl_s: int, wait_s: float) -> None:
-    """Wait (bounded) until no other sync of this account runs, then hold its lease.
+@db_task("begin-account-sync")
+async def begin_account_sync(context: dict[str, Any], ttl_s: int, wait_s: float) -> None:
+    """Hold the account's lease, then write the sync's 'processing' log row.
 
-    The lease lives in the database, so a manual run on another worker and the scheduled
-    cycle agree; it expires on its own if a worker dies holding it.
+    One task for both (one task run fewer per account). The lease lives in the database, so a
+    manual run on another worker and the scheduled cycle agree; it waits (bounded) for another
+    sync of the account to finish, and expires on its own if a worker dies holding it.
     """
     store = runtime.store()
+    sync_id, account_id, holder = context["sync_id"], context["account_id"], context["lease_holder"]
     deadline = time.monotonic() + wait_s
-    while not await runtime.in_db_thread(store.acquire_sync_lease, account_id, holder, ttl_s):
+    while True:
+        with timing.timed(sync_id, "db_ms"):
+            granted = await runtime.in_db_thread(
+                store.acquire_sync_lease, account_id, holder, ttl_s
+            )
+        if granted:
+            break
         if time.monotonic() >= deadline:
             raise SyncAlreadyRunning(
                 f"another sync of this account is still running after waiting {wait_s:g}s"
             )
         await asyncio.sleep(1.0)
-
-
-@db_task("mark-sync-started")
-async def mark_sync_started(entry: dict[str, Any]) -> None:
-    await runtime.in_db_thread(runtime.store().mark_sync_started, entry)
+    with timing.timed(sync_id, "db_ms"):
+        await runtime.in_db_thread(store.mark_sync_started, context)
 
 
 @db_task("commit-account-sync")
-async def commit_account_sync(payload: CommitPayload) -> dict[str, Any]:
-    """One transaction: balances, positions, deals, trades, cash flows, cursor and log row."""
-    return await runtime.in_db_thread(runtime.store().commit_account_sync, payload)
+async def commit_account_sync(fetched: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Validate/transform the fetched records, then write them in ONE transaction.
+
+    Balances, positions, deals, trades, cash flows, cursor and log row. Invalid records are
+    quarantined into the payload (and turn the sync partial). The transform runs here rather
+    than in a task of its own (one task run fewer per account): it is deterministic, and what
+    it reads (the fetch) is cached, so a retried commit never goes back to the terminal.
+    Returns the payload's header (status, times, error) and what the database function said.
+    """
+    payload = await build_payload(fetched, context)
+    with timing.timed(context["sync_id"], "commit_ms"):
+        committed = await runtime.in_db_thread(runtime.store().commit_account_sync, payload)
+    header = {k: v for k, v in payload.items() if k not in PAYLOAD_ROW_KEYS}
+    return {"payload": header, "committed": committed}
 
 
 @db_task("record-sync-failure")
 async def record_sync_failure(payload: FailurePayload) -> None:
     """Small separate transaction: the main one rolled back (or never ran)."""
     await runtime.in_db_thread(runtime.store().record_sync_failure, payload)
+
+
+# The same database function over either transport (the Store protocol has no typed method
+# for these two yet): a direct connection runs this SQL, Supabase calls ``.rpc(fn, args)``.
+_FUNCTION_SQL = {
+    "mt5_sync_duration_estimates": (
+        "select account_id, median_ms from public.mt5_sync_duration_estimates("
+        "%(p_account_ids)s::uuid[], %(p_last)s)"
+    ),
+    "mt5_record_syncs_deferred": "select public.mt5_record_syncs_deferred(%(p)s::jsonb) as n",
+}
+
+
+def _call_function(fn: str, args: dict[str, Any]) -> Any:
+    store = runtime.store()
+    rpc = getattr(store, "_rpc", None)
+    if callable(rpc):  # SupabaseRestStore: rows of a table function, or a scalar
+        return rpc(fn, args)
+    params = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in args.items()}
+    rows = cast(Any, store).fetch_all(_FUNCTION_SQL[fn], params)  # PostgresStore
+    if fn == "mt5_record_syncs_deferred":
+        return rows[0]["n"] if rows else 0
+    return rows
+
+
+@db_task("load-duration-estimates")
+async def load_duration_estimates(account_ids: list[str], last: int) -> dict[str, float]:
+    """account id -> median duration (ms) of its last ``last`` finished syncs (if any)."""
+    rows = await runtime.in_db_thread(
+        _call_function,
+        "mt5_sync_duration_estimates",
+        {"p_account_ids": account_ids, "p_last": last},
+    )
+    return {
+        str(r["account_id"]): float(r["median_ms"])
+        for r in rows or []
+        if r.get("median_ms") is not None
+    }
+
+
+@db_task("record-deferred-syncs")
+async def record_deferred_syncs(entry: dict[str, Any]) -> int:
+    """One 'deferred' sync_logs row per account the cycle did not start (one call)."""
+    written = await runtime.in_db_thread(_call_function, "mt5_record_syncs_deferred", {"p": entry})
+    return int(written or 0)

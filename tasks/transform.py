@@ -1,22 +1,27 @@
-"""Transform task: raw MT5 records -> validated rows -> the commit payload."""
+"""The transform step: raw MT5 records -> validated rows -> the commit payload.
+
+A plain async helper, not a task of its own: ``commit-account-sync`` runs it right before the
+write (one task run fewer per account). It runs in the database thread pool because pandas /
+pandera validation is CPU work that must not stall the event loop the other subflows share.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from mt5_sync.contracts import CommitPayload, FetchResult
+from mt5_sync.sync import timing
 from mt5_sync.transform.payload import SyncContext, build_commit_payload
 from tasks import runtime
 
+#: the bulky row lists of a CommitPayload (everything else is its small header)
+PAYLOAD_ROW_KEYS = frozenset(
+    {"deals", "cash_flows", "closed_trades", "open_positions", "quarantine", "account", "snapshot"}
+)
 
-@task(name="transform-account-data", cache_policy=NO_CACHE)
-async def transform_account_data(
-    fetched: dict[str, Any], context: dict[str, Any]
-) -> CommitPayload:
+
+async def build_payload(fetched: dict[str, Any], context: dict[str, Any]) -> CommitPayload:
     """Invalid records are quarantined into the payload (and turn the sync partial)."""
     ctx = SyncContext(
         sync_id=context["sync_id"],
@@ -30,7 +35,8 @@ async def transform_account_data(
         lease_holder=context.get("lease_holder"),
     )
     result = FetchResult.from_dict(fetched["fetch"])
-    payload, _report = await runtime.in_db_thread(
-        build_commit_payload, result, ctx, completed_at=datetime.now(UTC)
-    )
+    with timing.timed(ctx.sync_id, "transform_ms"):
+        payload, _report = await runtime.in_db_thread(
+            build_commit_payload, result, ctx, completed_at=datetime.now(UTC)
+        )
     return payload

@@ -28,6 +28,9 @@ class AccountOutcome:
     commit_ms: int = 0
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    #: where the account's time went (ms): db_ms, fetch_ms, transform_ms, commit_ms recorded
+    #: by the tasks; slot_ms (time it held its slot) and prefect_ms (the rest) by the parent
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_response(self) -> dict[str, Any]:
         """The seed's syncResults item (error_message only when there is one)."""
@@ -50,6 +53,8 @@ class AccountOutcome:
             terminal_ms=self.terminal_ms,
             commit_ms=self.commit_ms,
         )
+        if self.timings:
+            item["timings"] = {k: round(v, 1) for k, v in self.timings.items()}
         if self.error_code:
             item["error_code"] = self.error_code
         return item

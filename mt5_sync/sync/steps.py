@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,9 +63,10 @@ def failure_payload(outcome: AccountOutcome, context: dict[str, Any]) -> Failure
 def success_outcome(
     context: dict[str, Any],
     fetched: dict[str, Any],
-    payload: CommitPayload,
+    payload: CommitPayload | Mapping[str, Any],
     committed: dict[str, Any],
 ) -> AccountOutcome:
+    """``payload`` may be the commit payload or just its header (status, times, error)."""
     return AccountOutcome(
         account_id=context["account_id"],
         status=payload["status"],
