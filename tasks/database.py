@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import Any, cast
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -104,36 +103,11 @@ async def record_sync_failure(payload: FailurePayload) -> None:
     await runtime.in_db_thread(runtime.store().record_sync_failure, payload)
 
 
-# The same database function over either transport (the Store protocol has no typed method
-# for these two yet): a direct connection runs this SQL, Supabase calls ``.rpc(fn, args)``.
-_FUNCTION_SQL = {
-    "mt5_sync_duration_estimates": (
-        "select account_id, median_ms from public.mt5_sync_duration_estimates("
-        "%(p_account_ids)s::uuid[], %(p_last)s)"
-    ),
-    "mt5_record_syncs_deferred": "select public.mt5_record_syncs_deferred(%(p)s::jsonb) as n",
-}
-
-
-def _call_function(fn: str, args: dict[str, Any]) -> Any:
-    store = runtime.store()
-    rpc = getattr(store, "_rpc", None)
-    if callable(rpc):  # SupabaseRestStore: rows of a table function, or a scalar
-        return rpc(fn, args)
-    params = {k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in args.items()}
-    rows = cast(Any, store).fetch_all(_FUNCTION_SQL[fn], params)  # PostgresStore
-    if fn == "mt5_record_syncs_deferred":
-        return rows[0]["n"] if rows else 0
-    return rows
-
-
 @db_task("load-duration-estimates")
 async def load_duration_estimates(account_ids: list[str], last: int) -> dict[str, float]:
     """account id -> median duration (ms) of its last ``last`` finished syncs (if any)."""
     rows = await runtime.in_db_thread(
-        _call_function,
-        "mt5_sync_duration_estimates",
-        {"p_account_ids": account_ids, "p_last": last},
+        runtime.store().sync_duration_estimates, account_ids, last
     )
     return {
         str(r["account_id"]): float(r["median_ms"])
@@ -145,5 +119,4 @@ async def load_duration_estimates(account_ids: list[str], last: int) -> dict[str
 @db_task("record-deferred-syncs")
 async def record_deferred_syncs(entry: dict[str, Any]) -> int:
     """One 'deferred' sync_logs row per account the cycle did not start (one call)."""
-    written = await runtime.in_db_thread(_call_function, "mt5_record_syncs_deferred", {"p": entry})
-    return int(written or 0)
+    return await runtime.in_db_thread(runtime.store().record_syncs_deferred, entry)

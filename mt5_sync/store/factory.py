@@ -39,6 +39,12 @@ class Store(Protocol):
 
     def release_sync_lease(self, account_id: str, holder: str) -> None: ...
 
+    def sync_duration_estimates(
+        self, account_ids: Sequence[str], last: int
+    ) -> list[dict[str, Any]]: ...
+
+    def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int: ...
+
 
 def make_store(config: Settings | StoreConfig) -> Store:
     """The store the settings ask for; raises StoreConfigError (a ValueError) when they are

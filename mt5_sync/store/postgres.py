@@ -170,15 +170,19 @@ def connect(
     try:
         with conn:
             if not autocommit:
-                timeout_ms = 0 if statement_timeout_s is None else int(statement_timeout_s * 1000)
-                conn.execute(
-                    "select set_config('TimeZone', 'UTC', true),"
-                    " set_config('statement_timeout', %s, true)",
-                    (str(timeout_ms),),
-                )
+                _configure_transaction(conn, statement_timeout_s)
             yield conn
     except psycopg.Error as exc:
         raise translate_error(exc, redactor) from None
+
+
+def _configure_transaction(conn: Connection, statement_timeout_s: float | None) -> None:
+    """UTC and the statement timeout, set *locally*: the transaction pooler allows only that."""
+    timeout_ms = 0 if statement_timeout_s is None else int(statement_timeout_s * 1000)
+    conn.execute(
+        "select set_config('TimeZone', 'UTC', true), set_config('statement_timeout', %s, true)",
+        (str(timeout_ms),),
+    )
 
 
 # ---------------------------------------------------------------- JSON
@@ -205,11 +209,12 @@ def _dumps(obj: Any) -> str:
 
 
 def _jsonb(obj: Any) -> Jsonb:
+    """Validate and encode once; the adapter reuses the text (payloads can be many MiB)."""
     try:
-        _dumps(obj)
+        text = _dumps(obj)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"payload is not valid JSON: {exc}") from None
-    return Jsonb(obj, dumps=_dumps)
+    return Jsonb(obj, dumps=lambda _obj: text)
 
 
 def _uuid_or_none(value: object) -> str | None:
@@ -323,6 +328,25 @@ class PostgresStore:
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description is not None else []
+
+    # ------------------------------------------------------------ the cycle deadline
+
+    def sync_duration_estimates(
+        self, account_ids: Sequence[str], last: int
+    ) -> list[dict[str, Any]]:
+        """(account_id, median_ms) of each account's last ``last`` finished syncs."""
+        return self.fetch_all(
+            "select account_id, median_ms"
+            " from public.mt5_sync_duration_estimates(%s::uuid[], %s)",
+            (list(account_ids), last),
+        )
+
+    def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int:
+        """One 'deferred' sync_logs row per account the cycle did not start."""
+        rows = self.fetch_all(
+            "select public.mt5_record_syncs_deferred(%s) as n", (_jsonb(dict(entry)),)
+        )
+        return int(rows[0]["n"] or 0) if rows else 0
 
     # ------------------------------------------------------------ the sync write path
 
@@ -573,15 +597,9 @@ class PooledPostgresStore(PostgresStore):
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
         redactor = _Redactor(self._conninfo)
-        timeout_ms = 0 if self._statement_timeout_s is None else int(
-            self._statement_timeout_s * 1000)
         try:
             with self._pool.connection(timeout=self._wait_timeout_s) as conn:
-                conn.execute(
-                    "select set_config('TimeZone', 'UTC', true),"
-                    " set_config('statement_timeout', %s, true)",
-                    (str(timeout_ms),),
-                )
+                _configure_transaction(conn, self._statement_timeout_s)
                 yield conn
         except psycopg.Error as exc:
             raise translate_error(exc, redactor) from None

@@ -234,6 +234,17 @@ class SupabaseRestStore:
     def _rpc(self, fn: str, params: dict[str, Any]) -> Any:
         return self._execute(fn, self._rest.rpc(fn, params))
 
+    def sync_duration_estimates(
+        self, account_ids: Sequence[str], last: int
+    ) -> list[dict[str, Any]]:
+        rows = self._rpc(
+            "mt5_sync_duration_estimates", {"p_account_ids": list(account_ids), "p_last": last}
+        )
+        return list(rows or [])
+
+    def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int:
+        return int(self._rpc("mt5_record_syncs_deferred", {"p": dict(entry)}) or 0)
+
     # ------------------------------------------------------------ reads
 
     def list_active_accounts(self, account_ids: Sequence[str] | None = None) -> list[AccountRecord]:
