@@ -8,6 +8,7 @@ reconstructed every position correctly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +17,17 @@ from mt5_sync.mt5sim.world import World
 from mt5_sync.store.postgres import PostgresStore
 
 MONEY_TOLERANCE = Decimal("0.01")
+
+
+def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    """Most intervals open at one instant: in-flight syncs read back from sync_logs, as an
+    observation independent of the flow's own gauge."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 @dataclass

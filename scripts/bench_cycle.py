@@ -81,15 +81,6 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
-
-
 def seed_model(latencies: list[float], per_account_extra_s: float) -> float:
     """The seed's wall time on these latencies: each batch of 10 waits for its slowest member
     (terminal time + the non-terminal time each account costs), then pauses 100 ms."""
@@ -424,6 +415,8 @@ def analyse(args: argparse.Namespace, setup: dict[str, Any], ours: dict[str, Any
     logs = store.fetch_all(
         "select started_at, completed_at, status from sync_logs where completed_at is not null"
         " and status <> 'deferred'")
+    from mt5_sync.verify import max_overlap
+
     observed = max_overlap([(r["started_at"], r["completed_at"]) for r in logs]) if logs else 0
     out: dict[str, Any] = {
         "accounts": args.accounts,

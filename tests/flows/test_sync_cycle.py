@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from mt5_sync.verify import compare_with_broker
+from mt5_sync.verify import compare_with_broker, max_overlap
 
 pytestmark = pytest.mark.e2e
 
 WRONG_PASSWORD = [{"kind": "wrong_password", "call": "login", "times": None}]
 OTP = [{"kind": "otp_required", "call": "login", "times": None}]
-
-
-def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    """Largest number of intervals open at one instant (from sync_logs, not from the flow)."""
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
 
 
 def table_dump(h, table: str, order: str) -> list[dict]:
