@@ -21,6 +21,7 @@ Everything is vectorised over the whole frame (sorted once, grouped by contiguou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -212,19 +213,28 @@ def open_trades(
     """
     if positions.empty:
         return []
-    if deals.empty:
-        known = pd.DataFrame({"commission": [], "fee": [], "count": []})
-    else:
-        trade = deals.loc[deals["type"].isin(TRADE_DEAL_TYPES)]
-        known = trade.groupby("position_id").agg(
-            commission=("commission", "sum"), fee=("fee", "sum"), count=("ticket", "size")
-        )
     ids = positions["identifier"]
-    commission = ids.map(known["commission"]).fillna(0.0).astype("float64")
-    fee = ids.map(known["fee"]).fillna(0.0).astype("float64")
-    count = ids.map(known["count"]).fillna(0).astype("int64")
-    profit = positions["profit"].astype("float64")
-    swap = positions["swap"].astype("float64")
+    # Per-position sums over the known trade deals of *these* positions only: a plain dict
+    # pass (a pandas groupby + map costs ~20 ms per account on 100-row frames, more than the
+    # rest of this function; math.fsum keeps the sums exact whatever the deal order).
+    wanted = set(ids.tolist())
+    parts: dict[int, tuple[list[float], list[float]]] = {p: ([], []) for p in wanted}
+    if not deals.empty:
+        trade = np.isin(deals["type"].to_numpy(), TRADE_DEAL_TYPES)
+        for pid, com, fe in zip(
+            deals["position_id"].to_numpy()[trade].tolist(),
+            deals["commission"].to_numpy()[trade].tolist(),
+            deals["fee"].to_numpy()[trade].tolist(),
+            strict=True,
+        ):
+            if pid in wanted:
+                parts[pid][0].append(com)
+                parts[pid][1].append(fe)
+    commission = np.array([math.fsum(parts[p][0]) for p in ids.tolist()], dtype="float64")
+    fee = np.array([math.fsum(parts[p][1]) for p in ids.tolist()], dtype="float64")
+    count = np.array([len(parts[p][0]) for p in ids.tolist()], dtype="int64")
+    profit = positions["profit"].to_numpy(dtype="float64")
+    swap = positions["swap"].to_numpy(dtype="float64")
     net = profit + swap + commission + fee
     sl = positions["sl"].to_numpy(dtype="float64")
     tp = positions["tp"].to_numpy(dtype="float64")

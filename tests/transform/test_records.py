@@ -397,3 +397,39 @@ def test_odd_values_in_every_field_never_crash(value):
     raws = [deal(i) | {"symbol": value, "price": value, "ticket": value} for i in range(1, 4)]
     frame = deals_frame(raws)
     assert len(frame.frame) + len(frame.quarantine) == 3
+
+
+def _pandera_passes(typed, spec) -> bool:
+    import pandera.pandas as pa
+
+    try:
+        spec.schema.validate(typed.copy(), lazy=True)
+    except pa.errors.SchemaErrors:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("spec_name", ["deal", "position", "account"])
+def test_fast_pass_agrees_with_pandera_on_every_corruption(spec_name):
+    """``all_rules_pass`` only skips pandera when pandera would pass: checked on clean
+    records and on every field of every record kind set to every odd value."""
+    from mt5_sync.transform import records
+    from mt5_sync.transform.schemas import SPECS
+
+    spec = SPECS[spec_name]
+    make = {"deal": lambda i: deal(i, position_id=i), "position": lambda i: position(i),
+            "account": lambda i: account_info()}[spec_name]  # fmt: skip
+    odd = [math.nan, math.inf, -math.inf, None, "", " ", "1.1", -1, 0, 0.0, -0.5, 1.5, 99,
+           2**70, True, 10**12, "EURUSD"]  # fmt: skip
+    cases = [[make(1), make(2)]]
+    cases += [[make(1), make(2) | {f: v}] for f in spec.columns for v in odd]
+    disagreements = []
+    passes = 0
+    for raws in cases:
+        typed = records._coerce(records._column_values(raws, spec), spec)
+        fast, slow = records.all_rules_pass(typed, spec), _pandera_passes(typed, spec)
+        passes += slow
+        if fast != slow:
+            disagreements.append((raws[-1], fast, slow))
+    assert not disagreements, disagreements[:3]
+    assert passes and passes < len(cases)  # both verdicts were exercised
