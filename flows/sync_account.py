@@ -1,10 +1,11 @@
-"""``sync_account``: one account, begin (lease + log row) -> fetch (cached) -> transform + commit.
+"""``sync_account``: one account, claim (lease + log row) + fetch (cached) -> transform + commit.
 
-Three task runs per account, on purpose: each task run costs orchestration time on a busy
-worker and server (see docs/benchmarks.md), so the steps are grouped where nothing is lost —
-the fetch stays its own task because its result is what must be cached (a retried commit, or a
-retried cycle, never goes back to the terminal), and retries stay per step with backoff and
-jitter on transient faults only.
+Two task runs per account, on purpose: each task run costs the Prefect server ~30 ms of CPU
+and the worker ~10 ms (see docs/benchmarks.md), so the steps are grouped where nothing is
+lost — the fetch stays its own task because its result is what must be cached (a retried
+commit, or a retried cycle, never goes back to the terminal), the claim rides in it, and
+retries stay per step with backoff and jitter on transient faults only. When the fetch comes
+from cache (a rerun of the same sync), its claim did not run now, so the commit re-claims.
 
 A failing account returns a Failed state carrying its outcome instead of raising, so the
 parent cycle gets every account's result and one account never stops the others; the run
@@ -26,11 +27,18 @@ from prefect.utilities.annotations import quote
 from mt5_sync.sync import timing
 from mt5_sync.sync.steps import failure_outcome, failure_payload, success_outcome
 from tasks import runtime
-from tasks.database import begin_account_sync, commit_account_sync, record_sync_failure
+from tasks.database import commit_account_sync, record_sync_failure
 from tasks.terminal import fetch_account_snapshot
 
 
-@flow(name="sync-account", flow_run_name="sync-{account_label}", log_prints=False)
+@flow(
+    name="sync-account",
+    flow_run_name="sync-{account_label}",
+    log_prints=False,
+    # The outcome goes to sync_logs and back to the caller in memory; persisting it would
+    # only write a file per account (nothing reads it back).
+    persist_result=False,
+)
 async def sync_account(
     account_id: str,
     trigger: str = "manual",
@@ -59,15 +67,20 @@ async def sync_account(
         retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_backoff_s),
         retry_jitter_factor=settings.retry_jitter_factor,
     )
+    lease = {"ttl_s": settings.lease_ttl_s, "wait_s": settings.lease_wait_s}
+    claim_id = str(uuid.uuid4())  # new on every execution of this body, retries included
     try:
-        await begin_account_sync(context, settings.lease_ttl_s, settings.lease_wait_s)
         fetched = await fetch(
-            account_id, context["sync_id"], sync_type, full_from, sync_history, history_days
+            account_id, context["sync_id"], sync_type, full_from, sync_history, history_days,
+            claim={"context": context, "claim_id": claim_id, **lease},
         )
+        # A fetch served from cache carries the claim id of the run that made it: this run
+        # has not claimed the account yet, so the commit does.
+        reclaim = lease if fetched.get("claim_id") != claim_id else None
         # quote(): the fetched records can be thousands of rows; Prefect would otherwise walk
         # every one of them twice per task call looking for futures (measured: a third of the
         # flow process's CPU before this change).
-        written = await commit_account_sync(quote(fetched), context)
+        written = await commit_account_sync(quote(fetched), context, reclaim)
     except Exception as exc:
         outcome = failure_outcome(context, exc)
         logger.error("sync of %s failed: %s", account_label, outcome.error_message)

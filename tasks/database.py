@@ -1,4 +1,5 @@
-"""Database tasks: load accounts, begin a sync (lease + log row), commit it, record a failure."""
+"""Database tasks: load accounts, commit a sync, record a failure; the account claim (lease +
+log row) the fetch and commit tasks share."""
 
 from __future__ import annotations
 
@@ -53,13 +54,15 @@ async def load_active_accounts(account_ids: list[str] | None = None) -> list[dic
     ]
 
 
-@db_task("begin-account-sync")
-async def begin_account_sync(context: dict[str, Any], ttl_s: int, wait_s: float) -> None:
+async def claim_account(context: dict[str, Any], ttl_s: int, wait_s: float) -> None:
     """Hold the account's lease, then write the sync's 'processing' log row.
 
-    One task for both (one task run fewer per account). The lease lives in the database, so a
-    manual run on another worker and the scheduled cycle agree; it waits (bounded) for another
-    sync of the account to finish, and expires on its own if a worker dies holding it.
+    Not a task of its own (a task run costs the Prefect server ~30 ms of CPU per account, see
+    docs/benchmarks.md): the fetch task calls it first, and the commit task calls it again
+    when the fetch came from cache. The lease lives in the database, so a manual run on
+    another worker and the scheduled cycle agree; it waits (bounded) for another sync of the
+    account to finish, and expires on its own if a worker dies holding it. Re-claiming by
+    the same holder extends the lease; the log row is an upsert: both are safe to repeat.
     """
     store = runtime.store()
     sync_id, account_id, holder = context["sync_id"], context["account_id"], context["lease_holder"]
@@ -81,15 +84,21 @@ async def begin_account_sync(context: dict[str, Any], ttl_s: int, wait_s: float)
 
 
 @db_task("commit-account-sync")
-async def commit_account_sync(fetched: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+async def commit_account_sync(
+    fetched: dict[str, Any], context: dict[str, Any], reclaim: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Validate/transform the fetched records, then write them in ONE transaction.
 
     Balances, positions, deals, trades, cash flows, cursor and log row. Invalid records are
     quarantined into the payload (and turn the sync partial). The transform runs here rather
     than in a task of its own (one task run fewer per account): it is deterministic, and what
     it reads (the fetch) is cached, so a retried commit never goes back to the terminal.
+    ``reclaim`` (``{"ttl_s", "wait_s"}``) when the fetch came from cache: that run of the
+    fetch task claimed the account, this one did not, so the lease is taken again first.
     Returns the payload's header (status, times, error) and what the database function said.
     """
+    if reclaim is not None:
+        await claim_account(context, reclaim["ttl_s"], reclaim["wait_s"])
     payload = await build_payload(fetched, context)
     with timing.timed(context["sync_id"], "commit_ms"):
         committed = await runtime.in_db_thread(runtime.store().commit_account_sync, payload)

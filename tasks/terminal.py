@@ -1,4 +1,4 @@
-"""Terminal task: fetch one account's snapshot through the terminal pool.
+"""Terminal task: claim the account, then fetch its snapshot through the terminal pool.
 
 Retried with exponential backoff and jitter on transient faults only; its result is cached
 per ``sync_id`` so that a retried commit (or a retried run of the sync) never goes back to
@@ -22,6 +22,7 @@ from mt5_sync.sync import timing
 from mt5_sync.sync.window import plan_fetch_window
 from mt5_sync.terminal.session import TRANSIENT_PART_CODES
 from tasks import runtime
+from tasks.database import claim_account
 from tasks.policy import retry_transient
 
 
@@ -57,8 +58,15 @@ async def fetch_account_snapshot(
     full_from: str | None = None,
     sync_history: bool = True,
     history_days: int | None = None,
+    claim: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``claim`` (``{"context", "claim_id", "ttl_s", "wait_s"}``): take the account's lease
+    and write the 'processing' log row first (:func:`tasks.database.claim_account`); it is
+    part of this task rather than a task of its own to save a task run per account. The
+    result carries ``claim_id`` so a caller served from cache can tell it must claim again."""
     settings = runtime.settings()
+    if claim is not None:
+        await claim_account(claim["context"], claim["ttl_s"], claim["wait_s"])
     with timing.timed(sync_id, "db_ms"):
         account = await runtime.in_db_thread(runtime.store().get_account, account_id)
     if account is None:
@@ -99,6 +107,7 @@ async def fetch_account_snapshot(
         "window_to_utc": window.to_utc.isoformat(),
         "time_rule": account.server_time_rule,
         "login": account.login_number,
+        "claim_id": claim["claim_id"] if claim is not None else None,
     }
 
 

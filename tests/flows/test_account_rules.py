@@ -81,6 +81,36 @@ def test_rerun_with_the_same_sync_id_reuses_the_cached_fetch(make_harness):
     assert out1["trades_synced"] == out2["trades_synced"] > 0
 
 
+def test_a_rerun_served_from_cache_claims_the_account_again(make_harness, monkeypatch):
+    """The claim (lease + 'processing' row) rides in the fetch task; a rerun whose fetch is
+    served from cache must still take the lease before it commits: here another sync holds
+    it, so the rerun waits, gives up and commits nothing."""
+    from mt5_sync.settings import load_settings
+
+    h = make_harness(1)
+    login = h.world.accounts[0].login
+    account_id = h.account_ids[login]
+    sync_id = str(uuid.uuid4())
+    state1, _ = h.run_account(login, sync_id=sync_id)
+    assert state1.is_completed()
+    trades_before = h.query("SELECT count(*) AS n FROM trades")[0]["n"]
+    h.query("DELETE FROM trades")  # so a commit by the rerun would show
+
+    other = str(uuid.uuid4())
+    assert h.store.acquire_sync_lease(account_id, other, 600)
+    monkeypatch.setenv("MT5SYNC_LEASE_WAIT_S", "1.5")
+    load_settings.cache_clear()
+    state2, out2 = h.run_account(login, sync_id=sync_id)
+
+    assert not state2.is_completed()
+    assert out2["error_code"] == "sync_in_progress", out2
+    fetches = asyncio.run(_task_runs(out2["flow_run_id"], "fetch-account-snapshot"))
+    assert [r.state.name for r in fetches] == ["Cached"]
+    assert h.query("SELECT count(*) AS n FROM trades")[0]["n"] == 0 < trades_before
+    holder = h.query("SELECT sync_lease_holder::text AS h FROM trading_accounts")
+    assert holder == [{"h": other}]
+
+
 def test_a_retried_commit_does_not_fetch_again(make_harness, monkeypatch):
     """The first commit loses its connection (as when the database restarts); the retry
     commits the same payload without going back to the terminal."""
