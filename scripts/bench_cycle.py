@@ -48,6 +48,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -226,8 +227,33 @@ def flow_env(stack: Any, db_url: str, world_path: Path, key: str, args: argparse
 # ---------------------------------------------------------------------------- child modes
 
 
+def _count_http_requests() -> Counter[str]:
+    """Count this process's HTTP requests by method and path (ids folded): Prefect API calls
+    per account are what the server's CPU scales with."""
+    import re
+
+    import httpx
+
+    counts: Counter[str] = Counter()
+    ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    real_async, real_sync = httpx.AsyncClient.send, httpx.Client.send
+
+    async def send_async(self: Any, request: Any, *a: Any, **k: Any) -> Any:
+        counts[f"{request.method} {ids.sub('{id}', request.url.path)}"] += 1
+        return await real_async(self, request, *a, **k)
+
+    def send_sync(self: Any, request: Any, *a: Any, **k: Any) -> Any:
+        counts[f"{request.method} {ids.sub('{id}', request.url.path)}"] += 1
+        return real_sync(self, request, *a, **k)
+
+    httpx.AsyncClient.send = send_async  # type: ignore[method-assign]
+    httpx.Client.send = send_sync  # type: ignore[method-assign]
+    return counts
+
+
 def child_flow(out: Path, profile: str | None) -> int:
     """Run the real parent flow in this process (as ``mt5-sync sync`` does)."""
+    http_requests = _count_http_requests()
     from flows.sync_trading_data import sync_trading_data
     from mt5_sync.terminal.pool import close_all_pools
 
@@ -256,6 +282,7 @@ def child_flow(out: Path, profile: str | None) -> int:
         "self_maxrss_mb": self_usage.ru_maxrss / 1024,
         "children_cpu_s": kids.ru_utime + kids.ru_stime,
         "children_maxrss_mb": kids.ru_maxrss / 1024,
+        "http_requests": dict(http_requests.most_common()),
     }, default=str))
     return 0
 
@@ -451,6 +478,9 @@ def analyse(args: argparse.Namespace, setup: dict[str, Any], ours: dict[str, Any
         "flow_cpu_s": round(ours["self_cpu_s"], 1),
         "workers_cpu_s": round(ours["children_cpu_s"], 1),
         "prefect_server_cpu_s": round(ours["machine"]["prefect_server_cpu_s"] or 0, 1),
+        "prefect_api_requests_per_account": round(
+            sum(ours.get("http_requests", {}).values()) / max(1, len(done)), 2),
+        "prefect_api_requests": ours.get("http_requests", {}),
         "machine_busy_cores_avg": round(ours["machine"]["busy_cores_avg"], 2),
         "loadavg_before": [round(x, 2) for x in ours["machine"]["loadavg_before"]],
         "deferred": len(deferred),
