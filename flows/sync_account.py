@@ -1,11 +1,12 @@
 """``sync_account``: one account, claim (lease + log row) + fetch (cached) -> transform + commit.
 
-Two task runs per account, on purpose: each task run costs the Prefect server ~30 ms of CPU
-and the worker ~10 ms (see docs/benchmarks.md), so the steps are grouped where nothing is
-lost — the fetch stays its own task because its result is what must be cached (a retried
-commit, or a retried cycle, never goes back to the terminal), the claim rides in it, and
-retries stay per step with backoff and jitter on transient faults only. When the fetch comes
-from cache (a rerun of the same sync), its claim did not run now, so the commit re-claims.
+Two task runs per account, on purpose: each task run costs the Prefect server 30-45 ms of
+CPU and the worker ~10 ms (scripts/bench_prefect_floor.py, docs/benchmarks.md), so the steps
+are grouped where nothing is lost — the fetch stays its own task because its result is what
+must be cached (a retried commit, or a retried cycle, never goes back to the terminal), the
+claim rides in it, and retries stay per step with backoff and jitter on transient faults only.
+When the fetch comes from cache (a rerun of the same sync), its claim did not run now, so the
+commit re-claims.
 
 A failing account returns a Failed state carrying its outcome instead of raising, so the
 parent cycle gets every account's result and one account never stops the others; the run

@@ -57,7 +57,7 @@ async def load_active_accounts(account_ids: list[str] | None = None) -> list[dic
 async def claim_account(context: dict[str, Any], ttl_s: int, wait_s: float) -> None:
     """Hold the account's lease, then write the sync's 'processing' log row.
 
-    Not a task of its own (a task run costs the Prefect server ~30 ms of CPU per account, see
+    Not a task of its own (a task run costs the Prefect server 30-45 ms of CPU per account, see
     docs/benchmarks.md): the fetch task calls it first, and the commit task calls it again
     when the fetch came from cache. The lease lives in the database, so a manual run on
     another worker and the scheduled cycle agree; it waits (bounded) for another sync of the
