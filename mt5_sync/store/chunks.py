@@ -16,11 +16,20 @@ have to be sent again. So a payload above ``max_bytes`` is split:
 
 Staging writes no real table; a sync that dies between the two steps leaves only staged rows,
 which the next commit of the account (or its failure record) clears.
+
+Both transports send the row lists of a commit in COLUMNAR form (:func:`columnar`): one JSON
+array per column instead of one object per row. That is the wire format only -- the payload the
+pipeline builds stays a dict of row lists -- and it is what makes a large commit fast (measured
+on a 2,000-deal payload: 0.25 instead of 0.65 MB of JSON for the deals, parsed by PostgreSQL in
+~8 instead of ~25 ms, and one ``unnest`` instead of a ``jsonb_to_record`` per row). The commit
+function accepts both forms, so staged chunks (row lists, reassembled in the database) and
+older clients keep working.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,8 +37,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+try:  # a Prefect dependency; optional all the same (columns then travel as JSON arrays)
+    import orjson
+except ImportError:  # pragma: no cover - exercised only where orjson is missing
+    orjson = None  # type: ignore[assignment]
+
 #: Row lists of a CommitPayload, in the order the staging function reassembles them.
 STAGED_PARTS = ("deals", "cash_flows", "closed_trades", "open_positions", "quarantine")
+#: Row lists sent column by column (the quarantine keeps its rows: few, and nested records).
+COLUMNAR_PARTS = ("deals", "cash_flows", "closed_trades", "open_positions")
 #: Default largest JSON body per request (bytes): below nginx's 1 MiB default.
 DEFAULT_MAX_BYTES = 1_000_000
 # Room for a staging row's other columns and the JSON array around it.
@@ -60,6 +76,63 @@ def plain(payload: Mapping[str, Any]) -> dict[str, Any]:
     or TypeError for what JSON cannot carry (NaN, naive datetimes)."""
     result: dict[str, Any] = json.loads(encode(payload))
     return result
+
+
+def _literal(values: list[Any]) -> str | list[Any]:
+    """A column as a PostgreSQL array literal (``{1,2.5,NULL}``, ``{"a","b"}``) when that is
+    cheap and exact, else the list itself (a JSON array, which the database also accepts).
+
+    Numbers and null (finite only: NaN stays in the list for the JSON encoder to refuse) and
+    strings go as literals; booleans, nested values, Decimals, datetimes stay JSON.
+    """
+    if orjson is None:
+        return values
+    try:
+        total = sum([v for v in values if v is not None])  # TypeError unless all numbers
+    except TypeError:
+        pass
+    else:
+        if not math.isfinite(total) or any(v is True or v is False for v in values):
+            return values  # bool is an int; NaN/inf (or an overflowing sum): the encoder judges
+        return "{" + orjson.dumps(values)[1:-1].decode() + "}"  # null is NULL in a literal
+    if not all(v is None or type(v) is str for v in values):
+        return values
+    text = orjson.dumps(values)[1:-1].decode()
+    if "\\" not in text:  # no JSON escapes: JSON string quoting is array-literal quoting
+        return "{" + text + "}"
+    return "{" + ",".join(
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    ) + "}"
+
+
+def to_columns(rows: list[Any]) -> Any:
+    """``[{"a": 1, "b": "x"}, {"a": 3, "b": "y"}]`` -> ``{"rows": 2, "columns": {"a": "{1,3}",
+    "b": "{\"x\",\"y\"}"}}``: one value per column, a PostgreSQL array literal (or, for
+    values a literal cannot carry exactly, a JSON array).
+
+    A key missing from some rows gets null there (as the row form's missing key). Anything
+    that is not a non-empty list of dicts is returned unchanged, for the database to judge.
+    """
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return rows
+    keys = rows[0].keys()
+    if all(r.keys() == keys for r in rows):
+        columns = {k: _literal([r[k] for r in rows]) for k in keys}
+    else:
+        union = dict.fromkeys(k for r in rows for k in r)
+        columns = {k: _literal([r.get(k) for r in rows]) for k in union}
+    return {"rows": len(rows), "columns": columns}
+
+
+def columnar(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The commit payload in its wire form: the row lists of :data:`COLUMNAR_PARTS` as columns
+    (a shallow copy; the rows themselves are not copied or changed)."""
+    out = dict(payload)
+    for part in COLUMNAR_PARTS:
+        if part in out:
+            out[part] = to_columns(out[part])
+    return out
 
 
 @dataclass(frozen=True)
@@ -102,14 +175,16 @@ def _pack(part: str, rows: list[Any], max_bytes: int) -> list[Chunk]:
 
 
 def plan_commit(payload: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES) -> CommitPlan:
-    """Direct when ``{"p": payload}`` fits in ``max_bytes``, else header + chunks.
+    """Direct -- in the columnar wire form -- when ``{"p": columnar(payload)}`` fits in
+    ``max_bytes``, else header + chunks of rows (reassembled in the database).
 
     A single row bigger than ``max_bytes`` still gets a chunk of its own (it cannot be split);
     a proxy limit below that is reported by the server as 413.
     """
-    body_size = len(encode({"p": payload}))
+    wire = columnar(payload)
+    body_size = len(encode({"p": wire}))
     if body_size <= max_bytes:
-        return CommitPlan(header=payload, body_size=body_size)
+        return CommitPlan(header=wire, body_size=body_size)
     header = dict(payload)
     chunks: list[Chunk] = []
     manifest: dict[str, dict[str, int]] = {}

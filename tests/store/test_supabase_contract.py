@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from mt5_sync.errors import StoreError, StoreUnavailable
 from mt5_sync.localstack import EmbeddedPostgres
 from mt5_sync.store import PostgresStore
-from mt5_sync.store.chunks import STAGED_PARTS, plain, plan_commit
+from mt5_sync.store.chunks import COLUMNAR_PARTS, STAGED_PARTS, columnar, plain, plan_commit
 from mt5_sync.store.supabase_rest import ACCOUNT_COLUMNS, SupabaseRestStore
 
 from . import LOGIN, SERVER, at, clone, closed_2001, commit_payload, failure_payload
@@ -86,7 +86,14 @@ def test_commit_is_one_rpc_with_the_complete_payload(sleeps: Sleeps) -> None:
     [req] = capture.requests
     assert (req.method, req.path, req.params) == (
         "POST", "/rest/v1/rpc/mt5_commit_account_sync", [])
-    assert req.body == {"p": json.loads(json.dumps(payload))}
+    # the rows travel column by column (chunks.columnar); everything else as given
+    sent, given = req.body["p"], json.loads(json.dumps(payload))
+    assert sent == columnar(given)
+    for part in COLUMNAR_PARTS:
+        assert sent[part]["rows"] == len(given[part])
+        assert set(sent[part]["columns"]) == set(given[part][0])
+    assert {k: v for k, v in sent.items() if k not in COLUMNAR_PARTS} == {
+        k: v for k, v in given.items() if k not in COLUMNAR_PARTS}
     assert req.headers["apikey"] == SERVICE_JWT
     assert req.headers["authorization"] == f"Bearer {SERVICE_JWT}"  # a JWT key: both headers
     assert req.headers["content-type"] == "application/json"

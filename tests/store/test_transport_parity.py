@@ -106,7 +106,7 @@ def fresh_db(pg: EmbeddedPostgres, accounts: list[dict[str, Any]]) -> str:
     return url
 
 
-@pytest.mark.parametrize("chunk_bytes", [1_000_000, 40_000])
+@pytest.mark.parametrize("chunk_bytes", [400_000, 40_000])
 def test_both_transports_write_identical_rows(
     pg: EmbeddedPostgres, migrated_template: str, simulated: list[dict[str, Any]],
     chunk_bytes: int,
