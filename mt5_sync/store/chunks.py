@@ -31,10 +31,11 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 try:  # a Prefect dependency; optional all the same (columns then travel as JSON arrays)
@@ -78,51 +79,62 @@ def plain(payload: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _literal(values: list[Any]) -> str | list[Any]:
-    """A column as a PostgreSQL array literal (``{1,2.5,NULL}``, ``{"a","b"}``) when that is
-    cheap and exact, else the list itself (a JSON array, which the database also accepts).
+_NUMBERS = frozenset({int, float, type(None)})
+_STRINGS = frozenset({str, type(None)})
 
-    Numbers and null (finite only: NaN stays in the list for the JSON encoder to refuse) and
-    strings go as literals; booleans, nested values, Decimals, datetimes stay JSON.
+
+def _literal(values: Sequence[Any]) -> str | list[Any]:
+    """A column as a PostgreSQL array literal (``{1,2.5,null}``, ``{"a","b"}``) when that is
+    cheap and exact, else a list (a JSON array, which the database also accepts).
+
+    Numbers (finite only: a NaN stays in the list for the JSON encoder to refuse) and strings
+    go as literals, null as ``null`` (array_in reads it as NULL); booleans, nested values,
+    Decimals, datetimes stay JSON.
     """
     if orjson is None:
-        return values
-    try:
-        total = sum([v for v in values if v is not None])  # TypeError unless all numbers
-    except TypeError:
-        pass
-    else:
-        if not math.isfinite(total) or any(v is True or v is False for v in values):
-            return values  # bool is an int; NaN/inf (or an overflowing sum): the encoder judges
-        return "{" + orjson.dumps(values)[1:-1].decode() + "}"  # null is NULL in a literal
-    if not all(v is None or type(v) is str for v in values):
-        return values
-    text = orjson.dumps(values)[1:-1].decode()
-    if "\\" not in text:  # no JSON escapes: JSON string quoting is array-literal quoting
-        return "{" + text + "}"
-    return "{" + ",".join(
-        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for v in values
-    ) + "}"
+        return list(values)
+    types = set(map(type, values))  # exact types: bool and str/int subclasses stay JSON
+    if types <= _NUMBERS:
+        if float in types:
+            present = values if type(None) not in types else [v for v in values if v is not None]
+            if not math.isfinite(sum(present)):  # NaN/inf, or a sum that overflows: the
+                return list(values)               # JSON encoder judges each value
+        return "{" + orjson.dumps(values)[1:-1].decode() + "}"
+    if types <= _STRINGS:
+        text = orjson.dumps(values)[1:-1].decode()
+        if "\\" not in text:  # no JSON escapes: JSON string quoting is array-literal quoting
+            return "{" + text + "}"
+        return "{" + ",".join(
+            "null" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for v in values
+        ) + "}"
+    return list(values)
 
 
 def to_columns(rows: list[Any]) -> Any:
     """``[{"a": 1, "b": "x"}, {"a": 3, "b": "y"}]`` -> ``{"rows": 2, "columns": {"a": "{1,3}",
-    "b": "{\"x\",\"y\"}"}}``: one value per column, a PostgreSQL array literal (or, for
-    values a literal cannot carry exactly, a JSON array).
+    "b": "{\\"x\\",\\"y\\"}"}}``: one value per column, a PostgreSQL array literal (or,
+    for values a literal cannot carry exactly, a JSON array).
 
     A key missing from some rows gets null there (as the row form's missing key). Anything
     that is not a non-empty list of dicts is returned unchanged, for the database to judge.
     """
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
         return rows
-    keys = rows[0].keys()
-    if all(r.keys() == keys for r in rows):
-        columns = {k: _literal([r[k] for r in rows]) for k in keys}
-    else:
-        union = dict.fromkeys(k for r in rows for k in r)
-        columns = {k: _literal([r.get(k) for r in rows]) for k in union}
-    return {"rows": len(rows), "columns": columns}
+    keys = list(rows[0])
+    if len(keys) > 1:
+        try:  # transposed in C; rows that are not dicts with these keys fall through
+            if all(len(r) == len(keys) for r in rows):
+                columns = zip(*map(itemgetter(*keys), rows), strict=True)
+                return {"rows": len(rows),
+                        "columns": {k: _literal(c) for k, c in zip(keys, columns, strict=True)}}
+        except (KeyError, TypeError):
+            pass
+    if not all(isinstance(r, dict) for r in rows):
+        return rows
+    union = list(dict.fromkeys(k for r in rows for k in r))
+    return {"rows": len(rows),
+            "columns": {k: _literal([r.get(k) for r in rows]) for k in union}}
 
 
 def columnar(payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,12 @@
 --    valid number or timestamp and fails the cast, as it did in jsonb_to_record); text columns
 --    in this form go through jsonb_array_elements_text (exact JSON unescaping; an object or
 --    array value gives its JSON text, as jsonb_to_record does).
--- A nested array would come out as a second dimension: refused. A missing column gives a null
--- array, which unnest pads with NULLs, as jsonb_to_record does for a missing key.
+-- A nested array would come out as a second dimension: refused; so is a column whose length is
+-- not the part's "rows". A missing column gives a null array, which unnest pads with NULLs, as
+-- jsonb_to_record does for a missing key.
+-- The helpers are plpgsql, not SQL: a SQL function that cannot be inlined (a pinned search_path
+-- prevents it) is planned again at every call site in every new session, and the commit runs
+-- on a fresh connection each time; plpgsql compiles once per session.
 create or replace function public.mt5_col_check(a anyarray, k text, n integer) returns anyarray
 language plpgsql immutable security invoker set search_path = public, pg_temp
 as $$
@@ -46,42 +50,46 @@ $$;
 
 -- The array-literal text of column k (either form), or null when absent.
 create or replace function public.mt5_col_literal(c jsonb, k text) returns text
-language sql immutable security invoker set search_path = public, pg_temp
+language plpgsql immutable security invoker set search_path = public, pg_temp
 as $$
-    select case coalesce(jsonb_typeof(c -> k), 'null')
+begin
+    return case coalesce(jsonb_typeof(c -> k), 'null')
                when 'string' then c ->> k
                when 'array' then translate((c -> k)::text, '[]', '{}')
                when 'null' then null
                else '<column ' || k || ' must be a JSON array or an array literal>'
-           end
+           end;
+end
 $$;
 
 create or replace function public.mt5_col_bigint(c jsonb, k text, n integer) returns bigint[]
-language sql immutable security invoker set search_path = public, pg_temp
-as $$ select mt5_col_check(mt5_col_literal(c, k)::bigint[], k, n) $$;
+language plpgsql immutable security invoker set search_path = public, pg_temp
+as $$ begin return mt5_col_check(mt5_col_literal(c, k)::bigint[], k, n); end $$;
 
 create or replace function public.mt5_col_int(c jsonb, k text, n integer) returns integer[]
-language sql immutable security invoker set search_path = public, pg_temp
-as $$ select mt5_col_check(mt5_col_literal(c, k)::integer[], k, n) $$;
+language plpgsql immutable security invoker set search_path = public, pg_temp
+as $$ begin return mt5_col_check(mt5_col_literal(c, k)::integer[], k, n); end $$;
 
 create or replace function public.mt5_col_numeric(c jsonb, k text, n integer) returns numeric[]
-language sql immutable security invoker set search_path = public, pg_temp
-as $$ select mt5_col_check(mt5_col_literal(c, k)::numeric[], k, n) $$;
+language plpgsql immutable security invoker set search_path = public, pg_temp
+as $$ begin return mt5_col_check(mt5_col_literal(c, k)::numeric[], k, n); end $$;
 
-create or replace function public.mt5_col_timestamptz(c jsonb, k text, n integer) returns timestamptz[]
-language sql stable security invoker set search_path = public, pg_temp
-as $$ select mt5_col_check(mt5_col_literal(c, k)::timestamptz[], k, n) $$;
+create or replace function public.mt5_col_timestamptz(c jsonb, k text, n integer)
+returns timestamptz[]
+language plpgsql stable security invoker set search_path = public, pg_temp
+as $$ begin return mt5_col_check(mt5_col_literal(c, k)::timestamptz[], k, n); end $$;
 
 create or replace function public.mt5_col_text(c jsonb, k text, n integer) returns text[]
-language sql immutable security invoker set search_path = public, pg_temp
+language plpgsql immutable security invoker set search_path = public, pg_temp
 as $$
-    select case jsonb_typeof(c -> k)
-               when 'array' then
-                   mt5_col_check(array(select e.v from jsonb_array_elements_text(c -> k)
-                                                      with ordinality as e(v, o) order by e.o),
-                                 k, n)
-               else mt5_col_check(mt5_col_literal(c, k)::text[], k, n)
-           end
+begin
+    if jsonb_typeof(c -> k) = 'array' then
+        return mt5_col_check(array(select e.v from jsonb_array_elements_text(c -> k)
+                                                   with ordinality as e(v, o) order by e.o),
+                             k, n);
+    end if;
+    return mt5_col_check(mt5_col_literal(c, k)::text[], k, n);
+end
 $$;
 
 -- p.key as columns {"<column>": [...], ...}: accepts the row form (a JSON array of objects,
