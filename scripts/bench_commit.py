@@ -17,6 +17,10 @@ Rates are deal rows per second (the goal: >= 40,000) and all rows per second.
 
     python scripts/bench_commit.py                       # 200,000 deals / 100 accounts
     python scripts/bench_commit.py --deals 50000 --accounts 25
+    python scripts/bench_commit.py --concurrency 0      # skip the concurrent run
+
+The store sends the row lists column by column (mt5_sync/store/chunks.columnar); the size
+line reports that wire size and the row-form JSON size beside it.
 """
 
 from __future__ import annotations
@@ -136,6 +140,28 @@ def build_payload(account_id: str, login: int, n_deals: int, seed: int) -> dict[
     }
 
 
+BEFORE_MIGRATION = "20261122000800"  # --baseline: the commit function before the columnar form
+
+
+def row_form_store(conninfo: str, **kwargs: Any) -> Any:
+    """A PostgresStore that sends the payload as the client did before 20261122000800: row
+    lists as one JSON object per row, encoded with json (what the old function accepts)."""
+    from psycopg.types.json import Jsonb
+
+    from mt5_sync.store.postgres import PostgresStore
+
+    class _RowForm(PostgresStore):
+        def commit_account_sync(self, payload: Any) -> dict[str, Any]:
+            text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+            result = self._call("mt5_commit_account_sync",
+                                "select public.mt5_commit_account_sync(%s)",
+                                (Jsonb(None, dumps=lambda _o: text),))
+            return dict(result or {})
+
+    return _RowForm(conninfo, **kwargs)
+
+
+
 def register(store: Any, n: int) -> list[tuple[str, int]]:
     store.ensure_user(BENCH_USER, "bench-commit@example.com")
     out = []
@@ -148,13 +174,27 @@ def register(store: Any, n: int) -> list[tuple[str, int]]:
     return out
 
 
-def time_commits(store: Any, payloads: list[dict[str, Any]]) -> tuple[float, list[float]]:
+def time_commits(
+    store: Any, payloads: list[dict[str, Any]], concurrency: int = 1
+) -> tuple[float, list[float]]:
+    """Commit every payload (one account each); with ``concurrency`` > 1, that many accounts
+    at once on threads (the flow commits accounts concurrently too)."""
     per: list[float] = []
-    t0 = time.perf_counter()
-    for p in payloads:
+
+    def one(p: dict[str, Any]) -> None:
         t = time.perf_counter()
         store.commit_account_sync(p)
         per.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    if concurrency <= 1:
+        for p in payloads:
+            one(p)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, payloads))
     return time.perf_counter() - t0, per
 
 
@@ -217,12 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deals", type=int, default=200_000)
     ap.add_argument("--accounts", type=int, default=100)
     ap.add_argument("--baseline", action="store_true",
-                    help="also time the commit function as of before 20261122000700 "
-                         "(the same payloads, in the same run)")
+                    help="also time the commit as it was before 20261122000800 (rows sent as "
+                         "one JSON object each, json encoding; same payloads, same run)")
+    ap.add_argument("--concurrency", type=int, default=2,
+                    help="also time first writes with this many accounts committing at once, on "
+                         "a fresh database (0 or 1: skip)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
     from mt5_sync.localstack import EmbeddedPostgres, short_root
+    from mt5_sync.store.chunks import columnar
     from mt5_sync.store.migrations import apply_migrations
     from mt5_sync.store.postgres import PostgresStore, _dumps
 
@@ -238,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         n_deals = sum(len(p["deals"]) for p in payloads)
         n_rows = sum(len(p["deals"]) + len(p["closed_trades"]) + len(p["cash_flows"])
                      for p in payloads)
+        size_rows = sum(len(json.dumps(p, separators=(",", ":"))) for p in payloads)
         t = time.perf_counter()
-        size = sum(len(_dumps(p)) for p in payloads)
+        size = sum(len(_dumps(columnar(p))) for p in payloads)  # what the store sends
         encode_s = time.perf_counter() - t
-        print(f"[commit] {n_deals} deals, {n_rows} rows, {size / 2**20:.1f} MiB of JSON "
-              f"(encoded in {encode_s:.2f}s) over {args.accounts} accounts", flush=True)
+        print(f"[commit] {n_deals} deals, {n_rows} rows, {size / 2**20:.1f} MiB on the wire "
+              f"(columnar; {size_rows / 2**20:.1f} MiB as rows; encoded in {encode_s:.2f}s) "
+              f"over {args.accounts} accounts", flush=True)
 
         store = PostgresStore(pg.create_database("c1", template="base", drop=True),
                               statement_timeout_s=None)
@@ -254,6 +300,20 @@ def main(argv: list[str] | None = None) -> int:
                                 " (select count(*) from trades) as trades")[0]
         assert check["deals"] == n_deals, check
 
+        concurrent: dict[str, Any] = {}
+        if args.concurrency > 1:
+            conc_store = PostgresStore(pg.create_database("c4", template="base", drop=True),
+                                       statement_timeout_s=None)
+            conc_s, _ = time_commits(conc_store, payloads, args.concurrency)
+            print(f"[commit] first write, {args.concurrency} at once {conc_s:.2f}s", flush=True)
+            check = conc_store.fetch_all("select count(*) as deals from deals")[0]
+            assert check["deals"] == n_deals, check
+            concurrent = {
+                "commit_concurrency": args.concurrency,
+                "commit_first_concurrent_s": round(conc_s, 2),
+                "commit_first_concurrent_deals_per_s": round(n_deals / conc_s),
+            }
+
         baseline: dict[str, Any] = {}
         if args.baseline:
             import tempfile
@@ -262,11 +322,11 @@ def main(argv: list[str] | None = None) -> int:
 
             older = Path(tempfile.mkdtemp(prefix="mig-", dir=str(root)))
             for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
-                if f.name < "20261122000700":
+                if f.name < BEFORE_MIGRATION:
                     shutil.copy(f, older / f.name)
             old_url = pg.create_database("old", drop=True)
             apply_migrations(old_url, older)
-            old_store = PostgresStore(old_url, statement_timeout_s=None)
+            old_store = row_form_store(old_url, statement_timeout_s=None)
             old_accounts = register(old_store, args.accounts)
             old_payloads = [build_payload(a, login, per_account, i)
                             for i, (a, login) in enumerate(old_accounts)]
@@ -278,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 "before_commit_replay_deals_per_s": round(n_deals / old_replay_s),
                 "before_commit_ms_per_account_p50": round(statistics.median(old_per) * 1000, 1),
             }
-            print(f"[commit] before 000700: first write {old_first_s:.2f}s", flush=True)
+            print(f"[commit] before {BEFORE_MIGRATION}: first write {old_first_s:.2f}s",
+                  flush=True)
 
         copy_store = PostgresStore(pg.create_database("c2", template="base", drop=True),
                                    statement_timeout_s=None)
@@ -294,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": n_rows,
             "accounts": args.accounts,
             "payload_mib": round(size / 2**20, 1),
+            "payload_as_rows_mib": round(size_rows / 2**20, 1),
             "commit_first_s": round(first_s, 2),
             "commit_first_deals_per_s": round(n_deals / first_s),
             "commit_first_rows_per_s": round(n_rows / first_s),
@@ -305,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             "copy_upsert_replay_deals_per_s": round(n_deals / upsert_replay_s),
             "plain_copy_deals_per_s": round(n_deals / plain_s),
             "commit_over_copy_upsert": round(upsert_s / first_s, 2),
+            **concurrent,
             **baseline,
             "client_json_encode_s": round(encode_s, 2),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
