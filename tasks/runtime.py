@@ -7,6 +7,7 @@ clients and secrets stay here: tasks receive ids and look the resources up.
 from __future__ import annotations
 
 import asyncio
+import atexit
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
@@ -29,7 +30,14 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=4)
 def _store(config: StoreConfig) -> Store:
-    return make_store(config)
+    # Pooled: a fresh connection per call cost each account ~4 connects and as many cold
+    # backends (plpgsql compiles per session): ~40 ms of a 2,000-deal commit alone, and
+    # PostgreSQL CPU the cycle shares with everything else (docs/benchmarks.md).
+    store = make_store(config, pool_size=settings().slot_count + 4)
+    close = getattr(store, "close", None)
+    if close is not None:
+        atexit.register(close)
+    return store
 
 
 def store() -> Store:

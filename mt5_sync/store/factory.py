@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from mt5_sync.contracts import CommitPayload, FailurePayload
 from mt5_sync.settings import Settings, StoreConfig
-from mt5_sync.store.postgres import PostgresStore
+from mt5_sync.store.postgres import PooledPostgresStore, PostgresStore
 from mt5_sync.store.records import AccountRecord
 
 
@@ -46,13 +46,23 @@ class Store(Protocol):
     def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int: ...
 
 
-def make_store(config: Settings | StoreConfig) -> Store:
+def make_store(config: Settings | StoreConfig, *, pool_size: int = 0) -> Store:
     """The store the settings ask for; raises StoreConfigError (a ValueError) when they are
-    missing or inconsistent (see ``Settings.require_store_config``)."""
+    missing or inconsistent (see ``Settings.require_store_config``).
+
+    ``pool_size`` > 0 (direct Postgres only): transactions run on a pool of up to that many
+    connections, opened now; the owner closes it (``close()``). Without it every call opens
+    its own connection.
+    """
     if isinstance(config, Settings):
         config = config.require_store_config()
     if config.transport == "postgres":
         assert config.database_url is not None
+        if pool_size > 0:
+            pooled = PooledPostgresStore(config.database_url.get_secret_value(),
+                                         max_size=pool_size)
+            pooled.open()
+            return pooled
         return PostgresStore(config.database_url.get_secret_value())
     from mt5_sync.store.supabase_rest import SupabaseRestStore
 
