@@ -5,7 +5,8 @@ i.e. 2,000 per account: 1,000 positions opened and closed = 1,000 closed trades 
 plus a deposit). Every figure is measured in the same run, on the same embedded PostgreSQL,
 each on its own fresh copy of one registered-accounts database:
 
-* **commit (first write)**: ``PostgresStore.commit_account_sync(payload)`` per account, i.e.
+* **commit (first write)**: ``PooledPostgresStore.commit_account_sync(payload)`` per account
+  (pooled connections, as the pipeline's store), i.e.
   ``select mt5_commit_account_sync(p jsonb)`` -- one transaction writing deals, cash flows,
   trades, the account row, the cursor and the log row (what the sync does);
 * **commit (replay)**: the same payloads again (nothing changes: the idempotent path);
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     from mt5_sync.localstack import EmbeddedPostgres, short_root
     from mt5_sync.store.chunks import columnar
     from mt5_sync.store.migrations import apply_migrations
-    from mt5_sync.store.postgres import PostgresStore, _dumps
+    from mt5_sync.store.postgres import PooledPostgresStore, PostgresStore, _dumps
 
     root = short_root("mt5c-")
     pg = EmbeddedPostgres.start(root / "pg")
@@ -290,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
               f"(columnar; {size_rows / 2**20:.1f} MiB as rows; encoded in {encode_s:.2f}s) "
               f"over {args.accounts} accounts", flush=True)
 
-        store = PostgresStore(pg.create_database("c1", template="base", drop=True),
-                              statement_timeout_s=None)
+        # pooled, as the pipeline's store is (tasks/runtime.py): warm backends
+        store = PooledPostgresStore(pg.create_database("c1", template="base", drop=True),
+                                    max_size=2, statement_timeout_s=None)
+        store.open()
         first_s, per = time_commits(store, payloads)
         print(f"[commit] first write {first_s:.2f}s", flush=True)
         replay_s, _ = time_commits(store, payloads)
@@ -302,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
 
         concurrent: dict[str, Any] = {}
         if args.concurrency > 1:
-            conc_store = PostgresStore(pg.create_database("c4", template="base", drop=True),
-                                       statement_timeout_s=None)
+            conc_store = PooledPostgresStore(
+                pg.create_database("c4", template="base", drop=True),
+                max_size=args.concurrency + 1, statement_timeout_s=None)
+            conc_store.open()
             conc_s, _ = time_commits(conc_store, payloads, args.concurrency)
             print(f"[commit] first write, {args.concurrency} at once {conc_s:.2f}s", flush=True)
             check = conc_store.fetch_all("select count(*) as deals from deals")[0]
