@@ -294,13 +294,16 @@ async def _seed_cycle(limit: int | None) -> dict[str, Any]:
     from mt5_sync.contracts import Credentials, FetchRequest, FetchResult
     from mt5_sync.credentials import decrypt_password
     from mt5_sync.settings import load_settings
-    from mt5_sync.store.postgres import PostgresStore
+    from mt5_sync.store.postgres import PooledPostgresStore
     from mt5_sync.sync.window import plan_fetch_window
     from mt5_sync.terminal.pool import get_terminal_pool
     from mt5_sync.transform.payload import SyncContext, build_commit_payload
 
     settings = load_settings()
-    store = PostgresStore(settings.require_database_url())
+    # the same pooled store the pipeline uses (tasks/runtime.py)
+    store = PooledPostgresStore(settings.require_database_url(),
+                                max_size=settings.slot_count + 4)
+    store.open()
     pool = get_terminal_pool(settings)
     loop = asyncio.get_running_loop()
     from concurrent.futures import ThreadPoolExecutor
