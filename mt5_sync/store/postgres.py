@@ -602,10 +602,11 @@ class PooledPostgresStore(PostgresStore):
     Why a pool: a fresh connection costs more than most of the work -- measured on the
     embedded PostgreSQL: 13 ms to connect, 30 ms for the first claim on a new backend
     (plpgsql compiles per session) against ~1 ms on a warm one; a 2,000-deal commit is
-    ~40 ms faster on a warm backend. Transactions stay short, and every one still sets ``TimeZone`` and
-    ``statement_timeout`` locally, so the transaction pooler (6543) remains usable. A dead
-    pooled connection is detected before use (``check``), never handed to a request.
-    ``open()`` / ``close()`` belong to the owner's lifecycle (the app's lifespan).
+    ~40 ms faster on a warm backend. Transactions stay short, and every one still sets
+    ``TimeZone`` and ``statement_timeout`` locally, so the transaction pooler (6543) remains
+    usable. A dead pooled connection is detected before use (``check``), never handed to a
+    request. ``open()`` / ``close()`` belong to the owner's lifecycle (the app's lifespan; for
+    the pipeline, the process: ``tasks.runtime`` closes it at exit).
     """
 
     def __init__(
