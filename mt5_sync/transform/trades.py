@@ -217,7 +217,8 @@ def open_trades(
     # Per-position sums over the known trade deals of *these* positions only: a plain dict
     # pass (a pandas groupby + map costs ~20 ms per account on 100-row frames, more than the
     # rest of this function; math.fsum keeps the sums exact whatever the deal order).
-    wanted = set(ids.tolist())
+    id_list = ids.tolist()
+    wanted = set(id_list)
     parts: dict[int, tuple[list[float], list[float]]] = {p: ([], []) for p in wanted}
     if not deals.empty:
         trade = np.isin(deals["type"].to_numpy(), TRADE_DEAL_TYPES)
@@ -230,9 +231,9 @@ def open_trades(
             if pid in wanted:
                 parts[pid][0].append(com)
                 parts[pid][1].append(fe)
-    commission = np.array([math.fsum(parts[p][0]) for p in ids.tolist()], dtype="float64")
-    fee = np.array([math.fsum(parts[p][1]) for p in ids.tolist()], dtype="float64")
-    count = np.array([len(parts[p][0]) for p in ids.tolist()], dtype="int64")
+    commission = np.array([math.fsum(parts[p][0]) for p in id_list], dtype="float64")
+    fee = np.array([math.fsum(parts[p][1]) for p in id_list], dtype="float64")
+    count = np.array([len(parts[p][0]) for p in id_list], dtype="int64")
     profit = positions["profit"].to_numpy(dtype="float64")
     swap = positions["swap"].to_numpy(dtype="float64")
     net = profit + swap + commission + fee
@@ -265,7 +266,7 @@ def open_trades(
             "deal_count": dc,
         }
         for t, sym, typ, v, op, ot, ots, s, p, cur, pr, sw, co, fe, ne, mg, cm, dc in zip(
-            ids.tolist(),
+            id_list,
             positions["symbol"].to_numpy(object).tolist(),
             positions["type"].tolist(),
             positions["volume"].tolist(),

@@ -34,8 +34,8 @@
 -- not the part's "rows". A missing column gives a null array, which unnest pads with NULLs, as
 -- jsonb_to_record does for a missing key.
 -- The helpers are plpgsql, not SQL: a SQL function that cannot be inlined (a pinned search_path
--- prevents it) is planned again at every call site in every new session, and the commit runs
--- on a fresh connection each time; plpgsql compiles once per session.
+-- prevents it) is planned again at every call site in every new session (and a client without
+-- a pool, e.g. a REST call, gets a new session each time); plpgsql compiles once per session.
 create or replace function public.mt5_col_check(a anyarray, k text, n integer) returns anyarray
 language plpgsql immutable security invoker set search_path = public, pg_temp
 as $$
@@ -93,6 +93,50 @@ begin
                              k, n);
     end if;
     return mt5_col_check(mt5_col_literal(c, k)::text[], k, n);
+end
+$$;
+
+-- A trade row list (closed trades or open positions: the same columns) as typed rows, with
+-- each row's position (ord) in its list.
+create or replace function public.mt5_trade_columns(c jsonb, n integer)
+returns table(
+    ticket bigint, symbol text, side text, status text, volume numeric, open_price numeric,
+    open_time_utc timestamptz, open_time_server bigint, close_price numeric,
+    close_time_utc timestamptz, close_time_server bigint, stop_loss numeric,
+    take_profit numeric, current_price numeric, profit numeric, swap numeric,
+    commission numeric, fee numeric, net_profit numeric, magic bigint, comment text,
+    deal_count integer, ord bigint)
+language plpgsql immutable security invoker set search_path = public, pg_temp
+as $$
+begin
+    return query select * from unnest(
+                   mt5_col_bigint(c, 'ticket', n),
+                   mt5_col_text(c, 'symbol', n),
+                   mt5_col_text(c, 'side', n),
+                   mt5_col_text(c, 'status', n),
+                   mt5_col_numeric(c, 'volume', n),
+                   mt5_col_numeric(c, 'open_price', n),
+                   mt5_col_timestamptz(c, 'open_time_utc', n),
+                   mt5_col_bigint(c, 'open_time_server', n),
+                   mt5_col_numeric(c, 'close_price', n),
+                   mt5_col_timestamptz(c, 'close_time_utc', n),
+                   mt5_col_bigint(c, 'close_time_server', n),
+                   mt5_col_numeric(c, 'stop_loss', n),
+                   mt5_col_numeric(c, 'take_profit', n),
+                   mt5_col_numeric(c, 'current_price', n),
+                   mt5_col_numeric(c, 'profit', n),
+                   mt5_col_numeric(c, 'swap', n),
+                   mt5_col_numeric(c, 'commission', n),
+                   mt5_col_numeric(c, 'fee', n),
+                   mt5_col_numeric(c, 'net_profit', n),
+                   mt5_col_bigint(c, 'magic', n),
+                   mt5_col_text(c, 'comment', n),
+                   mt5_col_int(c, 'deal_count', n))
+                   with ordinality as u(
+                   ticket, symbol, side, status, volume, open_price, open_time_utc,
+                   open_time_server, close_price, close_time_utc, close_time_server, stop_loss,
+                   take_profit, current_price, profit, swap, commission, fee, net_profit, magic,
+                   comment, deal_count, ord);
 end
 $$;
 
@@ -411,64 +455,10 @@ begin
            v_completed, v_completed
       from (
             select u.*, 1 as closed_first
-              from unnest(
-                   mt5_col_bigint(v_closed, 'ticket', v_n_closed),
-                   mt5_col_text(v_closed, 'symbol', v_n_closed),
-                   mt5_col_text(v_closed, 'side', v_n_closed),
-                   mt5_col_text(v_closed, 'status', v_n_closed),
-                   mt5_col_numeric(v_closed, 'volume', v_n_closed),
-                   mt5_col_numeric(v_closed, 'open_price', v_n_closed),
-                   mt5_col_timestamptz(v_closed, 'open_time_utc', v_n_closed),
-                   mt5_col_bigint(v_closed, 'open_time_server', v_n_closed),
-                   mt5_col_numeric(v_closed, 'close_price', v_n_closed),
-                   mt5_col_timestamptz(v_closed, 'close_time_utc', v_n_closed),
-                   mt5_col_bigint(v_closed, 'close_time_server', v_n_closed),
-                   mt5_col_numeric(v_closed, 'stop_loss', v_n_closed),
-                   mt5_col_numeric(v_closed, 'take_profit', v_n_closed),
-                   mt5_col_numeric(v_closed, 'current_price', v_n_closed),
-                   mt5_col_numeric(v_closed, 'profit', v_n_closed),
-                   mt5_col_numeric(v_closed, 'swap', v_n_closed),
-                   mt5_col_numeric(v_closed, 'commission', v_n_closed),
-                   mt5_col_numeric(v_closed, 'fee', v_n_closed),
-                   mt5_col_numeric(v_closed, 'net_profit', v_n_closed),
-                   mt5_col_bigint(v_closed, 'magic', v_n_closed),
-                   mt5_col_text(v_closed, 'comment', v_n_closed),
-                   mt5_col_int(v_closed, 'deal_count', v_n_closed))
-                   with ordinality as u(
-                   ticket, symbol, side, status, volume, open_price, open_time_utc,
-                   open_time_server, close_price, close_time_utc, close_time_server, stop_loss,
-                   take_profit, current_price, profit, swap, commission, fee, net_profit, magic,
-                   comment, deal_count, ord)
+              from mt5_trade_columns(v_closed, v_n_closed) as u
             union all
             select u.*, 0
-              from unnest(
-                   mt5_col_bigint(v_open_positions, 'ticket', v_n_open_rows),
-                   mt5_col_text(v_open_positions, 'symbol', v_n_open_rows),
-                   mt5_col_text(v_open_positions, 'side', v_n_open_rows),
-                   mt5_col_text(v_open_positions, 'status', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'volume', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'open_price', v_n_open_rows),
-                   mt5_col_timestamptz(v_open_positions, 'open_time_utc', v_n_open_rows),
-                   mt5_col_bigint(v_open_positions, 'open_time_server', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'close_price', v_n_open_rows),
-                   mt5_col_timestamptz(v_open_positions, 'close_time_utc', v_n_open_rows),
-                   mt5_col_bigint(v_open_positions, 'close_time_server', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'stop_loss', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'take_profit', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'current_price', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'profit', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'swap', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'commission', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'fee', v_n_open_rows),
-                   mt5_col_numeric(v_open_positions, 'net_profit', v_n_open_rows),
-                   mt5_col_bigint(v_open_positions, 'magic', v_n_open_rows),
-                   mt5_col_text(v_open_positions, 'comment', v_n_open_rows),
-                   mt5_col_int(v_open_positions, 'deal_count', v_n_open_rows))
-                   with ordinality as u(
-                   ticket, symbol, side, status, volume, open_price, open_time_utc,
-                   open_time_server, close_price, close_time_utc, close_time_server, stop_loss,
-                   take_profit, current_price, profit, swap, commission, fee, net_profit, magic,
-                   comment, deal_count, ord)
+              from mt5_trade_columns(v_open_positions, v_n_open_rows) as u
            ) as x
      order by x.ticket, x.closed_first desc, x.ord desc
     on conflict (account_id, ticket) do update
@@ -686,6 +676,7 @@ begin
         'public.mt5_col_numeric(jsonb, text, integer)',
         'public.mt5_col_timestamptz(jsonb, text, integer)',
         'public.mt5_col_text(jsonb, text, integer)',
+        'public.mt5_trade_columns(jsonb, integer)',
         'public.mt5_payload_columns(jsonb, text, text, text[], boolean)'
     ] loop
         execute format('revoke all on function %s from public, anon, authenticated', v_fn);
