@@ -15,6 +15,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from mt5_sync.clock import utc_now
+
 DEPLOYMENT = "sync-trading-data/backfill"
 
 
@@ -26,7 +28,7 @@ def backfill_parameters(account_ids: list[str], full_from: str) -> dict[str, Any
     start = datetime.fromisoformat(full_from)
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    if start >= datetime.now(UTC):
+    if start >= utc_now():
         raise ValueError(f"--from {full_from} is not in the past")
     return {"account_ids": ids, "full_from": start.isoformat(), "sync_type": "full",
             "trigger": "backfill"}

@@ -16,7 +16,6 @@ still shows as Failed in the UI, named after the account.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -25,6 +24,7 @@ from prefect.states import Completed, Failed, State
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
+from mt5_sync.clock import utc_now
 from mt5_sync.sync import timing
 from mt5_sync.sync.steps import failure_outcome, failure_payload, success_outcome
 from tasks import runtime
@@ -60,7 +60,7 @@ async def sync_account(
         "flow_run_id": flow_run.get_id(),
         "trigger": trigger,
         "sync_type": sync_type,
-        "started_at": datetime.now(UTC).isoformat(),
+        "started_at": utc_now().isoformat(),
     }
     context["lease_holder"] = context["sync_id"]
     fetch = fetch_account_snapshot.with_options(

@@ -15,7 +15,6 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -23,6 +22,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
 from flows.sync_account import sync_account
+from mt5_sync.clock import utc_now
 from mt5_sync.sync import timing
 from mt5_sync.sync.deadline import DeadlinePlanner
 from mt5_sync.sync.outcome import AccountOutcome, summarize_cycle, summary_table
@@ -48,7 +48,7 @@ async def sync_trading_data(
 ) -> dict[str, Any]:
     logger = get_run_logger()
     settings = runtime.settings()
-    started = datetime.now(UTC)
+    started = utc_now()
     clock = time.monotonic()
     execution_id = flow_run.get_id() or str(uuid.uuid4())
     limit = min(max_concurrency or settings.max_concurrency, settings.slot_count)
@@ -108,14 +108,14 @@ async def sync_trading_data(
         timing.pop(sync_id)  # the subflow died before collecting its step timings
         code, message = describe_error(data if isinstance(data, BaseException) else
                                        RuntimeError(str(state.message)))
-        now = datetime.now(UTC).isoformat()
+        now = utc_now().isoformat()
         return AccountOutcome(
             account_id=account["id"], status="failed", started_at=now, completed_at=now,
             duration_ms=0, error_code=code, error_message=message, login=account["login"],
         )
 
     def defer(account: dict[str, Any], estimate_s: float, elapsed_s: float) -> AccountOutcome:
-        now = datetime.now(UTC).isoformat()
+        now = utc_now().isoformat()
         return AccountOutcome(
             account_id=account["id"], status="deferred", started_at=now, completed_at=now,
             duration_ms=0, error_code="deadline", login=account["login"],
@@ -151,7 +151,7 @@ async def sync_trading_data(
             "flow_run_id": flow_run.get_id(),
             "trigger": trigger,
             "sync_type": sync_type,
-            "deferred_at": datetime.now(UTC).isoformat(),
+            "deferred_at": utc_now().isoformat(),
             "syncs": [
                 {"sync_id": o.sync_id, "account_id": o.account_id,
                  "estimate_ms": o.extra.get("estimate_ms"), "message": o.error_message}
@@ -167,7 +167,7 @@ async def sync_trading_data(
         [outcomes[a["id"]] for a in accounts],
         execution_id=execution_id,
         started=started,
-        finished=datetime.now(UTC),
+        finished=utc_now(),
         max_in_flight=peak,
     )
     if budget > 0:

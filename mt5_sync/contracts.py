@@ -39,7 +39,10 @@ class FetchRequest:
     """One account's fetch: account info, open positions and deals in [from, to).
 
     ``date_from`` / ``date_to`` are *server* epoch seconds (already converted with the
-    account's time rule); ``None`` skips the history part.
+    account's time rule); ``None`` skips the history part. ``as_of_utc`` (ISO 8601, UTC) is
+    the moment the window was planned, from the product's clock (:mod:`mt5_sync.clock`): it
+    becomes the result's ``fetched_at_utc`` and so the history cursor. ``None`` (a request
+    built outside a sync, e.g. a probe) means the worker's own clock at the start of the fetch.
     """
 
     account_id: str
@@ -47,6 +50,7 @@ class FetchRequest:
     date_from: int | None
     date_to: int | None
     fetch_positions: bool = True
+    as_of_utc: str | None = None
 
 
 @dataclass

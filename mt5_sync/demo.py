@@ -17,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from mt5_sync.clock import utc_now
 from mt5_sync.credentials import encrypt_password, generate_key
 from mt5_sync.localstack import LocalStack, short_root, start_local_stack
 from mt5_sync.mt5sim import world as simworld
@@ -47,7 +48,7 @@ def _say(message: str) -> None:
 
 
 def build_demo_world(root: Path, accounts: int, seed: int) -> tuple[simworld.World, Path]:
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = utc_now().replace(microsecond=0)
     world = simworld.build_world(
         accounts,
         seed=seed,

@@ -7,13 +7,14 @@ the terminal for data it already has. The result holds no credentials.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
+from mt5_sync.clock import utc_now
 from mt5_sync.contracts import Credentials, FetchRequest
 from mt5_sync.credentials import decrypt_password
 from mt5_sync.errors import InvalidRequest, TerminalUnavailable
@@ -71,11 +72,12 @@ async def fetch_account_snapshot(
         account = await runtime.in_db_thread(runtime.store().get_account, account_id)
     if account is None:
         raise InvalidRequest(f"account {account_id} does not exist", code="account_not_found")
+    as_of = utc_now()  # after the claim: the lease is ours, the window starts from here
     window = plan_fetch_window(
         requested_type=sync_type,
         history_cursor=account.history_cursor,
         time_rule=account.server_time_rule,
-        now_utc=datetime.now(UTC),
+        now_utc=as_of,
         initial_history_days=history_days or settings.initial_history_days,
         overlap_hours=settings.history_overlap_hours,
         full_from_utc=datetime.fromisoformat(full_from) if full_from else None,
@@ -90,6 +92,7 @@ async def fetch_account_snapshot(
         ),
         date_from=window.date_from_server if sync_history else None,
         date_to=window.date_to_server if sync_history else None,
+        as_of_utc=as_of.isoformat(),
     )
     pool = runtime.terminals()
     with timing.timed(sync_id, "fetch_ms"):

@@ -7,9 +7,10 @@ pandera validation is CPU work that must not stall the event loop the other subf
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from mt5_sync.clock import utc_now
 from mt5_sync.contracts import CommitPayload, FetchResult
 from mt5_sync.sync import timing
 from mt5_sync.transform.payload import SyncContext, build_commit_payload
@@ -37,6 +38,6 @@ async def build_payload(fetched: dict[str, Any], context: dict[str, Any]) -> Com
     result = FetchResult.from_dict(fetched["fetch"])
     with timing.timed(ctx.sync_id, "transform_ms"):
         payload, _report = await runtime.in_db_thread(
-            build_commit_payload, result, ctx, completed_at=datetime.now(UTC)
+            build_commit_payload, result, ctx, completed_at=utc_now()
         )
     return payload

@@ -23,10 +23,11 @@ import asyncio
 import logging
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
+
+from mt5_sync.clock import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class EventRunStarter(_PrefectRest):
     async def start(self, run: ManualSyncRun) -> str | None:
         event = {
             "id": str(uuid.UUID(run.sync_id)),
-            "occurred": datetime.now(UTC).isoformat(),
+            "occurred": utc_now().isoformat(),
             "event": SYNC_REQUESTED_EVENT,
             "resource": {
                 "prefect.resource.id": f"mt5.account.{run.account_id}",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from mt5_sync.clock import utc_now
 from mt5_sync.contracts import CommitPayload, FailurePayload
 from mt5_sync.errors import SyncError
 from mt5_sync.sync.outcome import AccountOutcome
@@ -27,7 +28,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
 
 def failure_outcome(context: dict[str, Any], exc: BaseException) -> AccountOutcome:
     code, message = describe_error(exc)
-    completed = datetime.now(UTC).isoformat()
+    completed = utc_now().isoformat()
     return AccountOutcome(
         account_id=context["account_id"],
         status="failed",

@@ -201,7 +201,9 @@ class TerminalSession:
         IPC fault the connection is re-established, with a fresh login, for the next part).
         """
         started = time.monotonic()
-        fetched_at = datetime.now(UTC).isoformat()
+        # The cursor's moment is the planner's (one clock for the product, see mt5_sync.clock).
+        # It precedes every read below, so the cursor never claims history the fetch missed.
+        fetched_at = request.as_of_utc or datetime.now(UTC).isoformat()
         info = self.login(request.credentials)
         result = FetchResult(
             account_id=request.account_id,

@@ -21,8 +21,9 @@ import hashlib
 import os
 import socket
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
+
+from mt5_sync.clock import utc_now
 
 LOCK_FILE_NAME = "mt5sync-slot.lock"
 # Windows locks a byte range, not the file: lock one byte far past the owner text so that
@@ -75,7 +76,7 @@ class SlotLock:
         with contextlib.suppress(OSError):
             text = (
                 f"pid={os.getpid()} host={socket.gethostname()} "
-                f"since={datetime.now(UTC).isoformat(timespec='seconds')} {owner}".rstrip()
+                f"since={utc_now().isoformat(timespec='seconds')} {owner}".rstrip()
             )
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)

@@ -61,6 +61,7 @@ def _parse_request(data: dict[str, Any]) -> FetchRequest:
         date_from=data.get("date_from"),
         date_to=data.get("date_to"),
         fetch_positions=bool(data.get("fetch_positions", True)),
+        as_of_utc=data.get("as_of_utc"),
     )
 
 
