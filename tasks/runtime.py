@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, TypeVar
 
 from mt5_sync.settings import Settings, StoreConfig, load_settings
@@ -28,16 +29,42 @@ def settings() -> Settings:
     return load_settings()
 
 
-@lru_cache(maxsize=4)
+_STORES: dict[StoreConfig, Store] = {}
+_STORES_LOCK = threading.Lock()
+_MAX_STORES = 4
+
+
+def _close(store: Store) -> None:
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
+
+
 def _store(config: StoreConfig) -> Store:
     # Pooled: a fresh connection per call cost each account ~4 connects and as many cold
     # backends (plpgsql compiles per session): ~40 ms of a 2,000-deal commit alone, and
     # PostgreSQL CPU the cycle shares with everything else (docs/benchmarks.md).
-    store = make_store(config, pool_size=settings().slot_count + 4)
-    close = getattr(store, "close", None)
-    if close is not None:
-        atexit.register(close)
-    return store
+    with _STORES_LOCK:
+        store = _STORES.get(config)
+        if store is None:
+            # A process that moves between databases (tests, a long-lived API replica) closes
+            # the pool it stops using rather than leaving its connections open until exit.
+            while len(_STORES) >= _MAX_STORES:
+                _close(_STORES.pop(next(iter(_STORES))))
+            store = _STORES[config] = make_store(config, pool_size=settings().slot_count + 4)
+        return store
+
+
+def close_stores() -> None:
+    """Close every store this process opened (their pooled connections with them)."""
+    with _STORES_LOCK:
+        stores = list(_STORES.values())
+        _STORES.clear()
+    for store in stores:
+        _close(store)
+
+
+atexit.register(close_stores)
 
 
 def store() -> Store:

@@ -133,4 +133,4 @@ def test_the_runtime_builds_one_store_per_configuration(env: pytest.MonkeyPatch)
         assert isinstance(second, SupabaseRestStore) and runtime.store() is second
     finally:
         fresh()
-        runtime._store.cache_clear()
+        runtime.close_stores()

@@ -156,6 +156,7 @@ def test_a_cycle_over_either_transport_writes_the_same_trades(
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_LEVEL, temporary_settings
 
     from flows.sync_trading_data import sync_trading_data
+    from mt5_sync import clock
     from mt5_sync.credentials import encrypt_password, generate_key
     from mt5_sync.mt5sim.world import WORLD_ENV, build_world
     from mt5_sync.settings import load_settings
@@ -182,9 +183,11 @@ def test_a_cycle_over_either_transport_writes_the_same_trades(
 
     def cycle() -> dict[str, Any]:
         load_settings.cache_clear()
-        runtime._store.cache_clear()
+        runtime.close_stores()
+        # the product's clock starts where the simulated broker's is pinned (any real date)
         with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url,
-                                         PREFECT_LOGGING_LEVEL: "WARNING"}):
+                                         PREFECT_LOGGING_LEVEL: "WARNING"}), \
+                clock.driven_by(clock.RunningClock(NOW)):
             return asyncio.run(sync_trading_data())
 
     try:
@@ -200,7 +203,7 @@ def test_a_cycle_over_either_transport_writes_the_same_trades(
     finally:
         close_all_pools()
         load_settings.cache_clear()
-        runtime._store.cache_clear()
+        runtime.close_stores()
 
     assert direct["successCount"] == via_rest["successCount"] == 3
     query = f"select {TRADE_COLUMNS} from trades order by account_id, ticket"
