@@ -14,6 +14,7 @@ from typing import Any
 
 from mt5_sync.mt5sim import broker
 from mt5_sync.mt5sim.world import World
+from mt5_sync.servertime import ServerTimeRule
 from mt5_sync.store.postgres import PostgresStore
 
 MONEY_TOLERANCE = Decimal("0.01")
@@ -54,6 +55,7 @@ def compare_account(
     """(number of trades expected, list of differences) for one account."""
     spec = world.account(login, server)
     assert spec is not None, f"{login}@{server} is not in the simulated world"
+    rule = ServerTimeRule.parse(spec.time_rule)
     expected = {
         int(t["ticket"]): t
         for t in broker.expected_trades(
@@ -79,11 +81,24 @@ def compare_account(
                 )
             if abs(float(want["volume"]) - float(got["volume"])) > 1e-6:
                 problems.append(f"{login}: {ticket} volume {got['volume']} != {want['volume']}")
-            if got["close_time"] != want["close_time_utc"]:
+            readable = as_the_terminal_reads(rule, want["close_time_utc"])
+            if got["close_time"] != readable:
                 problems.append(
-                    f"{login}: {ticket} closed {got['close_time']} != {want['close_time_utc']}"
+                    f"{login}: {ticket} closed {got['close_time']} != {readable}"
+                    + (f" (true {want['close_time_utc']})"
+                       if readable != want["close_time_utc"] else "")
                 )
     return len(expected), problems
+
+
+def as_the_terminal_reads(rule: ServerTimeRule, moment: datetime) -> datetime:
+    """``moment`` after the round trip every deal time makes: the trade server writes its
+    wall clock (:meth:`ServerTimeRule.to_server_epoch`), the product reads it back
+    (:meth:`ServerTimeRule.to_utc_msc`). Equal to ``moment`` except in the hour a "ny" server
+    repeats when New York leaves daylight time: a wall-clock time there names two instants,
+    and the product documents that it takes the earlier one."""
+    millis = round(moment.timestamp() * 1000) % 1000
+    return rule.to_utc_msc(rule.to_server_epoch(moment) * 1000 + millis)
 
 
 def compare_with_broker(store: PostgresStore, world: World) -> BrokerComparison:
