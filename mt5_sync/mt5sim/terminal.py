@@ -136,11 +136,16 @@ def _state_dir(world: World) -> Path:
     return world.resolved_state_dir(_S.world_path or ".")
 
 
+def _sleep(seconds: float) -> None:
+    """Every simulated delay goes through here (tests record what was asked for)."""
+    time.sleep(seconds)
+
+
 def _sleep_latency(world: World, spec: AccountSpec | None) -> None:
     model = spec.latency if spec is not None and spec.latency is not None else world.latency
     seconds = model.sample(_LATENCY_RNG)
     if seconds > 0:
-        time.sleep(seconds)
+        _sleep(seconds)
 
 
 def _call_faults(world: World, spec: AccountSpec | None, calls: Collection[str]) -> None:
@@ -212,7 +217,7 @@ def _do_login(login: Any, password: Any, server: Any, calls: Collection[str]) ->
     if target is None:
         raise _Fail(AUTH_FAILED)
     if target.login_delay_s > 0:
-        time.sleep(target.login_delay_s)
+        _sleep(target.login_delay_s)
     _call_faults(world, target, calls)
     fault = faults.firing(target, _state_dir(world), calls, faults.LOGIN_KINDS)
     if fault is not None:

@@ -142,7 +142,6 @@ def test_prefect_unreachable_gives_503_and_the_slot_back(
     assert after == before  # restored exactly (here: NULL)
     assert accounts.store.fetch_all("select * from sync_logs") == []  # no orphan row
     stub.fail = False
-    time.sleep(1)
     retry = _post(client, keys, accounts.a_active)
     assert retry.status_code == 202
     assert len(stub.runs) == 1

@@ -3,7 +3,7 @@ deployment served by a Runner subprocess -> the real ``sync-account`` flow again
 simulated MT5 world -> ``sync_logs`` row with that sync_id -> the status endpoint.
 
 Also: Prefect taken away (a TCP proxy stops) -> 503 with the slot given back, and a retry a
-second later succeeds; the event path (``mt5.sync.requested`` + deployment trigger); and a
+once it is back succeeds; the event path (``mt5.sync.requested`` + deployment trigger); and a
 manual sync that arrives while another sync of the account holds its lease waits for it.
 """
 
@@ -33,7 +33,6 @@ from tests.api.support import JwksServer, Keys, ServedApp, ToggleProxy, api_sett
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEPLOYMENT = "sync-account/manual-sync"
 FINAL = {"success", "partial", "failed"}
 
@@ -54,7 +53,10 @@ def world(
 ) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("api-e2e")
     db_url = pg.create_database("api_e2e", template=migrated_template, drop=True)
-    sim = build_world(4, seed=7, now_utc=NOW, timeline_start_utc=NOW - timedelta(days=20),
+    # The API and the worker run the product in other processes, on the machine's clock: the
+    # simulated broker's clock is pinned at the real now, so both agree on any date.
+    now = datetime.now(UTC).replace(microsecond=0)
+    sim = build_world(4, seed=7, now_utc=now, timeline_start_utc=now - timedelta(days=20),
                       state_dir=str(tmp / "sim-state"))
     world_path = sim.save(tmp / "world.json")
     key = generate_key()
@@ -134,6 +136,18 @@ def _wait_final(url: str, keys: Keys, sync_id: str, timeout_s: float = 240) -> d
     raise TimeoutError(f"sync {sync_id} not finished after {timeout_s}s")
 
 
+def _wait_task_running(world: World, flow_run_id: str, task: str, timeout_s: float = 120) -> None:
+    """Poll the Prefect API until a task run named ``task-...`` of the flow run is Running."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = httpx.post(f"{world.prefect.api_url}/task_runs/filter", json={
+            "flow_runs": {"id": {"any_": [flow_run_id]}}}, timeout=30).json()
+        if any(r["name"].startswith(task) and r["state"]["type"] == "RUNNING" for r in runs):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"no running {task} task in flow run {flow_run_id} after {timeout_s}s")
+
+
 def _flow_run(world: World, flow_run_id: str) -> dict[str, Any]:
     return dict(httpx.get(f"{world.prefect.api_url}/flow_runs/{flow_run_id}").json())
 
@@ -183,7 +197,6 @@ def test_prefect_down_gives_503_and_a_retry_a_second_later_succeeds(
     assert slot == [{"last_manual_sync_at": None}]  # given back
     assert world.store.fetch_all("select 1 from sync_logs where account_id = %s",
                                  (account_id,)) == []
-    time.sleep(1)
     retry = _post(app.url, keys, account_id)
     assert retry.status_code == 202, retry.text
     assert _wait_final(app.url, keys, retry.json()["sync_id"])["status"] == "success"
@@ -216,9 +229,16 @@ def test_manual_sync_waits_for_a_running_sync_of_the_account(
     accepted = _post(app.url, keys, account_id)
     assert accepted.status_code == 202
     sync_id = accepted.json()["sync_id"]
-    time.sleep(8)
+    # The run has reached its fetch task, whose first step is taking the lease: it waits there.
+    _wait_task_running(world, accepted.json()["flow_run_id"], "fetch-account-snapshot")
     waiting = httpx.get(f"{app.url}/api/mt5/sync/{sync_id}",
                         headers=auth_headers(keys.token(USER_A)), timeout=30).json()
     assert waiting["status"] == "processing"
+    released_at = datetime.now(UTC)
     world.store.release_sync_lease(account_id, holder)
     assert _wait_final(app.url, keys, sync_id)["status"] == "success"
+    # Its terminal work was planned (after the claim) only once the lease was given back.
+    [row] = world.store.fetch_all(
+        "select (details ->> 'snapshot_taken_at')::timestamptz as snapshot_at from sync_logs"
+        " where sync_id = %s", (sync_id,))
+    assert row["snapshot_at"] > released_at

@@ -43,7 +43,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SESSION_PY = REPO_ROOT / "mt5_sync" / "terminal" / "session.py"
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 USER_ID = "00000000-0000-4000-8000-00000000d3f1"
 POOL = "mt5-windows"
 RUN_TIMEOUT_S = 150
@@ -229,7 +228,8 @@ def test_deploy_prefect_yaml_and_run_it_on_a_process_worker(
     # --- a world of five accounts: healthy, wrong password, an IPC timeout that heals on
     # retry, one whose terminal answers for another login, healthy.
     world = build_world(
-        5, seed=33, now_utc=NOW, timeline_start_utc=NOW - timedelta(days=10),
+        # the worker's flow runs on the machine's clock: pin the broker's at the same instant
+        5, seed=33, now_utc=started, timeline_start_utc=started - timedelta(days=10),
         latency=FixedLatency(seconds=0.05), state_dir=str(tmp_path / "sim-state"),
         faults={1: [{"kind": "wrong_password", "call": "login"}],
                 2: [{"kind": "ipc_timeout", "call": "history_deals_get", "times": 1}]},

@@ -3,11 +3,18 @@
 Flows run in the test process (as ``mt5-sync sync`` does) against the session's Prefect
 server; terminals are real worker processes running the project's MT5 adapter against the
 simulated ``MetaTrader5`` module.
+
+One clock for broker and product: every harness builds its world at a start instant, pins the
+simulated broker's clock there and drives the product's clock (:mod:`mt5_sync.clock`) from the
+same instant; :meth:`SyncHarness.advance` moves both. Every test here runs at today's date and
+at each of :data:`OTHER_DATES` (``MT5SYNC_TEST_DATES=today`` runs today's only; an ISO instant
+there reproduces a failure seen at that date).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,15 +23,53 @@ from typing import Any
 
 import pytest
 
+from mt5_sync import clock
 from mt5_sync.credentials import encrypt_password, generate_key
 from mt5_sync.localstack import PrefectServer
-from mt5_sync.mt5sim.world import World, build_world
+from mt5_sync.mt5sim.broker import BrokerView
+from mt5_sync.mt5sim.world import Fault, World, build_world
 from mt5_sync.settings import load_settings
 from mt5_sync.store.postgres import PostgresStore
 from mt5_sync.terminal.pool import close_all_pools
+from tasks.runtime import close_stores
 
 USER_ID = "00000000-0000-4000-8000-0000000000e2"
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+#: Besides today, the dates every test here runs at:
+#: - the week after the US moved to daylight time (2027-03-14) while Europe had not
+#:   (2027-03-28): NY+7 servers are at +3, the fixed +2 servers at +2; the 20-day world
+#:   timeline starts before the switch;
+#: - mid-summer (every rule at its summer offset, no switch in the timeline);
+#: - the day after the US fell back (2027-11-07): the timeline spans the EU switch (10-31)
+#:   and the US one, where NY+7 server wall-clock hours repeat.
+OTHER_DATES = {
+    "us-dst-start-week": datetime(2027, 3, 16, 12, 0, tzinfo=UTC),
+    "july": datetime(2027, 7, 15, 12, 0, tzinfo=UTC),
+    "us-dst-end-week": datetime(2027, 11, 8, 12, 0, tzinfo=UTC),
+}
+DATES_ENV = "MT5SYNC_TEST_DATES"
+
+
+def _test_dates() -> list[str]:
+    wanted = os.environ.get(DATES_ENV, "")
+    return [d.strip() for d in wanted.split(",") if d.strip()] or ["today", *OTHER_DATES]
+
+
+def start_instant(name: str) -> datetime:
+    """The instant a date id stands for: today's (the real clock, to the second), a named
+    date from :data:`OTHER_DATES`, or an ISO 8601 instant."""
+    if name == "today":
+        return datetime.now(UTC).replace(microsecond=0)
+    if name in OTHER_DATES:
+        return OTHER_DATES[name]
+    moment = datetime.fromisoformat(name)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@pytest.fixture(params=_test_dates())
+def world_start(request: pytest.FixtureRequest) -> datetime:
+    """When the test's world (broker and product clocks) starts."""
+    return start_instant(request.param)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,6 +98,7 @@ class SyncHarness:
     world_path: Path
     store: PostgresStore
     key: str
+    clock: clock.RunningClock
     account_ids: dict[int, str] = field(default_factory=dict)
 
     def register(self, *, active: bool = True) -> None:
@@ -86,8 +132,28 @@ class SyncHarness:
         return asyncio.run(go())
 
     def advance(self, delta: timedelta) -> None:
+        """Move the broker's clock and the product's by ``delta`` (the product keeps the few
+        seconds it has run ahead of the pinned broker clock, as a real host would)."""
         self.world = self.world.with_now(self.world.effective_now() + delta)
         self.world.save(self.world_path)
+        self.clock.set(self.clock.now() + delta)
+
+    def set_faults(self, index: int, faults: list[dict[str, Any]]) -> None:
+        """Give account ``index`` these faults (before its next terminal call)."""
+        spec = self.world.accounts[index]
+        self.world.accounts[index] = spec.model_copy(
+            update={"faults": [Fault.model_validate(f) for f in faults]}
+        )
+        self.world = World.model_validate(self.world.model_dump())
+        self.world.save(self.world_path)
+
+    def broker_open_positions(self, index: int) -> int:
+        """How many positions account ``index`` has open at the broker now."""
+        view = BrokerView(
+            self.world.accounts[index], self.world.seed, self.world.timeline_start_utc,
+            self.world.effective_now(),
+        )
+        return len(view.positions())
 
     def query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         return self.store.fetch_all(sql, params)
@@ -95,9 +161,11 @@ class SyncHarness:
 
 @pytest.fixture
 def make_harness(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world_start: datetime
 ) -> Iterator[Any]:
-    """Build a world of N simulated accounts (with faults) and point the settings at it."""
+    """Build a world of N simulated accounts (with faults) starting at ``world_start``, point
+    the settings at it and drive the product's clock from the same instant."""
+    product_clock = clock.RunningClock(world_start)
 
     def make(
         n: int,
@@ -112,8 +180,8 @@ def make_harness(
         world = build_world(
             n,
             seed=seed,
-            now_utc=NOW,
-            timeline_start_utc=NOW - timedelta(days=20),
+            now_utc=world_start,
+            timeline_start_utc=world_start - timedelta(days=20),
             faults=faults or {},
             state_dir=str(tmp_path / "sim-state"),
             **world_kwargs,
@@ -132,10 +200,14 @@ def make_harness(
         }.items():
             monkeypatch.setenv(name, value)
         load_settings.cache_clear()
-        harness = SyncHarness(db_url, world, world_path, PostgresStore(db_url), key)
+        harness = SyncHarness(
+            db_url, world, world_path, PostgresStore(db_url), key, product_clock
+        )
         harness.register(active=active)
         return harness
 
-    yield make
+    with clock.driven_by(product_clock):
+        yield make
     close_all_pools()
+    close_stores()
     load_settings.cache_clear()

@@ -37,7 +37,7 @@ def test_two_syncs_of_one_account_never_overlap(make_harness, monkeypatch):
     from flows.sync_account import sync_account
     from mt5_sync.settings import load_settings
 
-    h = make_harness(1, latency={"distribution": "fixed", "seconds": 0.1})
+    h = make_harness(1, latency={"distribution": "fixed", "seconds": 0.3})
     monkeypatch.setenv("MT5SYNC_LEASE_WAIT_S", "60")
     load_settings.cache_clear()
     account_id = h.account_ids[h.world.accounts[0].login]
@@ -54,14 +54,18 @@ def test_two_syncs_of_one_account_never_overlap(make_harness, monkeypatch):
     states = asyncio.run(both())
     assert all(s.is_completed() for s in states)
     logs = h.query(
-        "SELECT trigger, duration_ms, status FROM sync_logs ORDER BY completed_at"
+        "SELECT trigger, status, started_at, completed_at,"
+        " (details ->> 'snapshot_taken_at')::timestamptz AS snapshot_at"
+        " FROM sync_logs ORDER BY completed_at"
     )
     assert [r["status"] for r in logs] == ["success", "success"]
     first, second = logs
-    # Both started together; every terminal call costs 0.1 s (>= 5 calls per sync). Had they
-    # overlapped, both would take about as long; the lease makes the second wait for the
-    # whole of the first before doing its own terminal work.
-    assert second["duration_ms"] >= first["duration_ms"] + 400
+    # Both subflows started before either finished; the lease made the second plan its
+    # snapshot (the moment its terminal work starts, taken after the claim) only after the
+    # first had committed. Overlapping syncs would both snapshot before either completed.
+    assert second["started_at"] < first["completed_at"]
+    assert first["snapshot_at"] < first["completed_at"] < second["snapshot_at"]
+    assert second["snapshot_at"] < second["completed_at"]
     leases = h.query("SELECT sync_lease_holder FROM trading_accounts")
     assert leases == [{"sync_lease_holder": None}]
 

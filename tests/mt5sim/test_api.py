@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -383,18 +382,23 @@ def test_rewriting_the_world_file_advances_the_clock(make_world: WorldFactory) -
     assert mt5.account_info() != info_before
 
 
-def test_latency_and_login_delay_are_slept(make_world: WorldFactory) -> None:
+def test_latency_and_login_delay_are_slept(
+    make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mt5_sync.mt5sim import terminal as simterminal
+
     world, path = make_world(latency=FixedLatency(seconds=0.05))
     account = world.accounts[0].model_copy(update={"login_delay_s": 0.2})
     world.accounts[0] = account
     world.save(path)
     assert mt5.initialize()
-    started = time.monotonic()
+    slept: list[float] = []
+    monkeypatch.setattr(simterminal, "_sleep", slept.append)
     assert mt5.login(account.login, password=account.password, server=account.server)
-    assert time.monotonic() - started >= 0.25
-    started = time.monotonic()
+    assert slept == [0.05, 0.2]  # the call's latency, then the login delay
+    slept.clear()
     assert mt5.account_info() is not None
-    assert time.monotonic() - started >= 0.05
+    assert slept == [0.05]
 
 
 def test_malformed_deals_are_appended(make_world: WorldFactory) -> None:

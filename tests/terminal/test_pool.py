@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,10 +93,10 @@ def test_hung_terminal_is_killed_from_outside_and_replaced(world_path):
         slot = pool.slots[0]
         pool.fetch(request_for(world_path, 0))  # warm: the worker is up and logged in
         first_pid = slot.pid
-        started = time.monotonic()
-        with pytest.raises(errors.TerminalTimeout):
+        with pytest.raises(errors.TerminalTimeout) as caught:
             pool.fetch(request_for(world_path, 2), timeout_s=1.5)
-        assert time.monotonic() - started < 10
+        # cut off at the call's own timeout, not the pool's 60 s
+        assert "did not answer within 1.5s; its process was killed" in caught.value.message
         assert slot.process is not None and slot.process.poll() is not None  # killed
         # The fault fired once; the replacement process serves the same account.
         result = pool.fetch(request_for(world_path, 2))

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -177,11 +176,10 @@ def test_pool_waits_for_a_locked_install_then_gives_up_or_proceeds(world_path, i
     assert other.try_acquire()
     pool = pool_for(world_path, installs[:1], terminal_slot_wait_s=0.5)
     try:
-        started = time.monotonic()
         with pytest.raises(errors.TerminalUnavailable) as caught:
             pool.fetch(request_for(world_path, 0))
         assert caught.value.code == "terminal_slots_busy" and caught.value.transient
-        assert 0.4 < time.monotonic() - started < 5
+        assert "no terminal slot became free within 0.5s" in caught.value.message
         pool.slot_wait_s = 30
         threading.Timer(0.5, other.release).start()
         assert pool.fetch(request_for(world_path, 0)).errors == []
