@@ -1,12 +1,19 @@
 """``sync_trading_data``: the scheduled cycle over every active account.
 
 Reads top to bottom: load accounts (least recently synced first) and, when the cycle has a
-budget, their recent sync durations; then a dispatcher keeps at most ``max_concurrency``
-``sync_account`` subflows in flight as a sliding window (a slow account holds only its own
-slot) and, before starting each account, asks the deadline planner whether it can finish
-within the budget — the ones that cannot are *deferred* (not started, reported and logged as
-``deferred``, first in line next cycle). Finally the summary is published as a table artifact
-and returned in the Edge Function's response shape.
+budget, their recent sync durations; then a dispatcher keeps ``sync_account`` subflows in
+flight as a sliding window (a slow account holds only its own place) and, before starting
+each account, asks the deadline planner whether it can finish within the budget — the ones
+that cannot are *deferred* (not started, reported and logged as ``deferred``, first in line
+next cycle). Finally the summary is published as a table artifact and returned in the Edge
+Function's response shape.
+
+Terminals and subflows are counted apart. At most ``max_concurrency`` accounts hold a
+terminal at once (the terminal pool's cap, shared with manual syncs on the host through the
+installs' locks), but the window holds more subflows than that (``MT5SYNC_QUEUED_ACCOUNTS``,
+default as many again): the extra ones have done their Prefect and database bookkeeping and
+wait in the pool's queue, so a terminal that frees up starts its next account at once, and
+an account's commit and final states happen after its terminal is already someone else's.
 """
 
 from __future__ import annotations
@@ -51,7 +58,8 @@ async def sync_trading_data(
     started = utc_now()
     clock = time.monotonic()
     execution_id = flow_run.get_id() or str(uuid.uuid4())
-    limit = min(max_concurrency or settings.max_concurrency, settings.slot_count)
+    terminals = min(max_concurrency or settings.max_concurrency, settings.slot_count)
+    limit = settings.in_flight_for(terminals)
     budget = settings.cycle_budget_s if cycle_budget_s is None else cycle_budget_s
 
     if trigger == "backfill" and not account_ids:
@@ -73,9 +81,12 @@ async def sync_trading_data(
     planner = DeadlinePlanner(
         budget_s=budget, history_ms=history, default_s=settings.default_account_estimate_s
     )
+    pool = runtime.terminals()
+    pool.limit_in_use(terminals)
+    pool.reset_usage()
     logger.info(
-        "syncing %d active accounts, %d at a time%s", len(accounts), limit,
-        f", budget {budget:g}s" if budget > 0 else "",
+        "syncing %d active accounts on %d terminals, %d subflows in flight%s", len(accounts),
+        terminals, limit, f", budget {budget:g}s" if budget > 0 else "",
     )
 
     async def run_one(account: dict[str, Any]) -> AccountOutcome:
@@ -100,8 +111,9 @@ async def sync_trading_data(
             outcome = AccountOutcome(**data)
             outcome.login = outcome.login or account["login"]
             work = sum(outcome.timings.get(k, 0.0) for k in timing.WORK_STEPS)
+            queued = outcome.timings.get("terminal_wait_ms", 0.0)
             outcome.timings["slot_ms"] = slot_ms
-            outcome.timings["prefect_ms"] = max(0.0, slot_ms - work)
+            outcome.timings["prefect_ms"] = max(0.0, slot_ms - work - queued)
             planner.observe(slot_ms / 1000, outcome.duration_ms / 1000)
             return outcome
         planner.observe(slot_ms / 1000, None)
@@ -169,6 +181,8 @@ async def sync_trading_data(
         started=started,
         finished=utc_now(),
         max_in_flight=peak,
+        terminals=terminals,
+        terminals_busy=pool.usage.snapshot() if accounts else None,
     )
     if budget > 0:
         summary["cycleBudgetS"] = budget
@@ -183,8 +197,9 @@ async def sync_trading_data(
     )
     logger.info(
         "cycle done: %d accounts, %d success, %d partial, %d failed, %d deferred, %d ms, "
-        "peak in flight %d",
+        "peak in flight %d, terminals busy peak %s mean %s of %d",
         summary["totalAccounts"], summary["successCount"], summary["partialCount"],
         summary["failureCount"], summary["deferredCount"], summary["duration_ms"], peak,
+        summary.get("terminalsBusyPeak"), summary.get("terminalsBusyMean"), terminals,
     )
     return summary

@@ -70,12 +70,13 @@ class FetchResult:
     account_id: str
     login: int
     server: str
-    fetched_at_utc: str  # ISO 8601, the worker's clock when the fetch started
+    fetched_at_utc: str  # ISO 8601 UTC: the request's as_of_utc (the planner's clock)
     account_info: dict[str, Any] | None
     positions: list[dict[str, Any]] | None
     deals: list[dict[str, Any]] | None
     errors: list[PartError] = field(default_factory=list)
     terminal_ms: int = 0
+    slot_wait_ms: int = 0  # queued for a free terminal in the calling process (the pool's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -93,7 +93,16 @@ class Settings(BaseSettings):
     terminal_login_timeout_ms: int = Field(default=30_000, gt=0)
 
     # --- cycle shape
-    max_concurrency: int = Field(default=10, ge=1, le=64)
+    max_concurrency: int = Field(
+        default=10, ge=1, le=64,
+        description="Most accounts holding a terminal at once (never more than the slots).",
+    )
+    queued_accounts: int | None = Field(
+        default=None, ge=0, le=256,
+        description="Accounts a cycle keeps in flight beyond its terminals: their subflow "
+        "created, lease held and window planned, queued for the next free terminal, so no "
+        "terminal waits for Prefect's bookkeeping. Default: as many as the terminals.",
+    )
     initial_history_days: int = Field(default=30, ge=1, le=3650)
     history_overlap_hours: float = Field(default=48.0, ge=0)
     fetch_retries: int = Field(default=3, ge=0, le=10)
@@ -210,6 +219,11 @@ class Settings(BaseSettings):
     def effective_concurrency(self) -> int:
         """One terminal holds one account at a time, so slots cap the fan-out."""
         return min(self.max_concurrency, self.slot_count)
+
+    def in_flight_for(self, terminals: int) -> int:
+        """Subflows a cycle keeps in flight to keep ``terminals`` busy."""
+        queued = terminals if self.queued_accounts is None else self.queued_accounts
+        return terminals + queued
 
     def require_database_url(self) -> str:
         if self.database_url is None:

@@ -20,11 +20,12 @@ What runs (nothing is mocked but the broker):
   both exist the model is printed beside the measurement.
 
 Figures: wall; ideal = sum(per-account terminal time) / slots; efficiency = ideal / wall;
-per-account Prefect overhead (time an account held its slot minus the time spent in the
-terminal, the app's database calls and the transform); commit ms per account; max in flight
-(the flow's gauge and, independently, the overlap of sync_logs intervals); peak RSS of the
-flow process and of the terminal workers (psutil sampling + getrusage); CPU seconds of the
-flow process, the workers and the Prefect server; the machine's load.
+per-account Prefect overhead (time an account's subflow ran minus the time spent queued for a
+terminal, in the terminal, in the app's database calls and in the transform); commit ms per
+account; max in flight (the flow's gauge and, independently, the overlap of sync_logs
+intervals); terminals busy (peak and time-weighted mean, from the terminal pool's records);
+peak RSS of the flow process and of the terminal workers (psutil sampling + getrusage); CPU
+seconds of the flow process, the workers and the Prefect server; the machine's load.
 
     python scripts/bench_cycle.py --accounts 100
     python scripts/bench_cycle.py --accounts 1000 --json docs/bench/cycle-1000.json
@@ -221,6 +222,8 @@ def flow_env(stack: Any, db_url: str, world_path: Path, key: str, args: argparse
     )
     if args.budget is not None:
         env["MT5SYNC_CYCLE_BUDGET_S"] = str(args.budget)
+    if args.queued is not None:
+        env["MT5SYNC_QUEUED_ACCOUNTS"] = str(args.queued)
     return env
 
 
@@ -439,6 +442,7 @@ def analyse(args: argparse.Namespace, setup: dict[str, Any], ours: dict[str, Any
     timings = [r.get("timings") or {} for r in done]
     slot_ms = [t["slot_ms"] for t in timings if "slot_ms" in t]
     overhead = [t["prefect_ms"] for t in timings if "prefect_ms" in t]
+    queue_wait = [t.get("terminal_wait_ms", 0.0) for t in timings]
     commit = [t.get("commit_ms", r.get("commit_ms", 0)) for t, r in zip(timings, done,
                                                                         strict=True)]
     term_ms = [r.get("terminal_ms", 0) for r in done]
@@ -471,8 +475,13 @@ def analyse(args: argparse.Namespace, setup: dict[str, Any], ours: dict[str, Any
         "commit_ms_p95": round(pct(commit, 0.95), 1) if commit else None,
         "terminal_ms_mean": round(statistics.fmean(term_ms), 1) if term_ms else None,
         "slot_ms_mean": round(statistics.fmean(slot_ms), 1) if slot_ms else None,
+        "terminal_wait_ms_mean": round(statistics.fmean(queue_wait), 1) if queue_wait else None,
         "max_in_flight_gauge": summary.get("maxInFlight"),
         "max_in_flight_sync_logs": observed,
+        "terminals_busy_peak": summary.get("terminalsBusyPeak"),
+        "terminals_busy_mean": summary.get("terminalsBusyMean"),
+        "terminals_busy_fraction": round(summary["terminalsBusyMean"] / slots, 3)
+        if summary.get("terminalsBusyMean") is not None else None,
         "flow_peak_rss_mb": round(max(ours["sampled"]["flow_peak_rss_mb"],
                                       ours["self_maxrss_mb"]), 1),
         "workers_peak_rss_sum_mb": round(ours["sampled"]["workers_peak_rss_sum_mb"], 1),
@@ -621,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--accounts", type=int, default=100)
     p.add_argument("--slots", type=int, default=10)
+    p.add_argument("--queued", type=int, default=None,
+                   help="MT5SYNC_QUEUED_ACCOUNTS: subflows in flight beyond the slots "
+                        "(default: the product's, as many as the slots; 0 = one per slot)")
     p.add_argument("--median", type=float, default=1.5, help="median terminal time (s)")
     p.add_argument("--sigma", type=float, default=0.8, help="lognormal sigma")
     p.add_argument("--call-latency", type=float, default=0.0,

@@ -7,6 +7,7 @@ the terminal for data it already has. The result holds no credentials.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -95,8 +96,17 @@ async def fetch_account_snapshot(
         as_of_utc=as_of.isoformat(),
     )
     pool = runtime.terminals()
-    with timing.timed(sync_id, "fetch_ms"):
-        result = await runtime.in_terminal_thread(pool.fetch, request)
+    # Queued for a terminal from here: the wait (behind other accounts of this cycle, or a
+    # manual sync holding an install) is reported apart from the terminal's own work.
+    queued_at = time.monotonic()
+    try:
+        result = await runtime.in_terminal_thread(pool.fetch, request, queued_at=queued_at)
+    except BaseException:
+        timing.record(sync_id, "fetch_ms", (time.monotonic() - queued_at) * 1000)
+        raise
+    total_ms = (time.monotonic() - queued_at) * 1000
+    timing.record(sync_id, "terminal_wait_ms", result.slot_wait_ms)
+    timing.record(sync_id, "fetch_ms", max(0.0, total_ms - result.slot_wait_ms))
     transient = [e for e in result.errors if e.code in TRANSIENT_PART_CODES]
     if transient and not _is_last_attempt():
         # Try the whole fetch again while attempts remain; on the last one, commit what we

@@ -70,8 +70,15 @@ def summarize_cycle(
     started: datetime,
     finished: datetime,
     max_in_flight: int | None = None,
+    terminals: int | None = None,
+    terminals_busy: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The Edge Function's response, kept field for field, plus what Prefect adds."""
+    """The Edge Function's response, kept field for field, plus what Prefect adds.
+
+    ``maxInFlight``: most ``sync-account`` subflows running at once. ``terminals``: the cap on
+    terminals in use; ``terminalsBusyPeak`` / ``terminalsBusyMean``: most terminals in use at
+    once and the time-weighted mean over the cycle (from the terminal pool's own records).
+    """
     counts = {s: sum(1 for o in outcomes if o.status == s) for s in
               ("success", "failed", "partial", "deferred", "skipped")}
     summary: dict[str, Any] = {
@@ -90,6 +97,11 @@ def summarize_cycle(
         summary["message"] = "No active accounts to sync"
     if max_in_flight is not None:
         summary["maxInFlight"] = max_in_flight
+    if terminals is not None:
+        summary["terminals"] = terminals
+    if terminals_busy is not None:
+        summary["terminalsBusyPeak"] = int(terminals_busy["peak"])
+        summary["terminalsBusyMean"] = round(terminals_busy["mean"], 2)
     return summary
 
 

@@ -19,6 +19,14 @@ in and checks the account again, so a login made in between by another process i
 Thread-safe and blocking on purpose: async callers run it in :attr:`executor`, a thread pool
 as wide as the slot count (the default asyncio executor is only ``cpu + 4`` wide and would
 silently cap the fan-out on a 2-core worker).
+
+The cap. A slot is held only for the terminal work of one fetch, never for the orchestration
+around it, so a cycle keeps more accounts in flight than it has terminals and the next one is
+already waiting when a slot frees up. :meth:`TerminalPool.limit_in_use` caps how many slots
+this process uses at once (the cycle's ``max_concurrency``); fetches beyond the executor's
+width queue in its FIFO work queue, and waiters for a slot are woken in arrival order.
+:attr:`TerminalPool.usage` measures how busy the terminals were (peak and time-weighted mean)
+and :attr:`TerminalPool.borrows` keeps the recent borrow intervals: the pool's own record.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -57,6 +66,36 @@ _ERROR_TYPES: dict[str, type[errors.SyncError]] = {
     )
 }
 _LOCK_POLL_S = 0.1
+_BORROW_LOG = 10_000
+
+
+class BusyMeter:
+    """Terminals in use over time: the peak and the time-weighted mean since :meth:`reset`.
+
+    Not thread-safe by itself: the pool calls it under its own lock.
+    """
+
+    def __init__(self) -> None:
+        self.reset(0)
+
+    def reset(self, in_use: int) -> None:
+        self._since = self._last = time.monotonic()
+        self._area = 0.0
+        self._current = in_use
+        self.peak = in_use
+
+    def change(self, in_use: int) -> None:
+        now = time.monotonic()
+        self._area += self._current * (now - self._last)
+        self._last, self._current = now, in_use
+        self.peak = max(self.peak, in_use)
+
+    def snapshot(self) -> dict[str, float]:
+        """``{"peak", "mean", "seconds"}``: ``mean`` terminals busy over ``seconds``."""
+        now = time.monotonic()
+        area = self._area + self._current * (now - self._last)
+        span = now - self._since
+        return {"peak": self.peak, "mean": area / span if span > 0 else 0.0, "seconds": span}
 
 
 def kill_terminal_processes(terminal_path: str) -> list[int]:
@@ -109,6 +148,7 @@ class TerminalSlot:
         self._buffer = b""
         self.restarts = 0
         self.busy = False  # borrowed by a thread of this process (guarded by the pool)
+        self.acquired_at = 0.0  # time.monotonic() of the current borrow
 
     @property
     def pid(self) -> int | None:
@@ -260,7 +300,11 @@ class TerminalPool:
         self.slot_wait_s = slot_wait_s
         self._cond = threading.Condition()
         self._in_use = 0
+        self.cap = len(slots)
         self.max_in_use = 0
+        self.usage = BusyMeter()
+        #: (slot index, acquired, released) on the monotonic clock, most recent last
+        self.borrows: deque[tuple[int, float, float]] = deque(maxlen=_BORROW_LOG)
         self.lock_skips = 0  # times a slot was passed over because another process held it
         self._closed = False
         self.executor = ThreadPoolExecutor(
@@ -317,7 +361,19 @@ class TerminalPool:
         slot.busy = True
         self._in_use += 1
         self.max_in_use = max(self.max_in_use, self._in_use)
+        self.usage.change(self._in_use)
         return True
+
+    def limit_in_use(self, cap: int) -> None:
+        """Use at most ``cap`` slots at once (clamped to 1..size); waiters queue for them."""
+        with self._cond:
+            self.cap = max(1, min(int(cap), self.size))
+            self._cond.notify_all()
+
+    def reset_usage(self) -> None:
+        """Start measuring :attr:`usage` afresh (a cycle does, when it starts)."""
+        with self._cond:
+            self.usage.reset(self._in_use)
 
     def _acquire(self, wait_s: float) -> TerminalSlot:
         deadline = time.monotonic() + wait_s
@@ -325,17 +381,18 @@ class TerminalPool:
             while True:
                 if self._closed:
                     raise errors.TerminalUnavailable("the terminal pool is closed")
-                free = [s for s in self.slots if not s.busy]
+                free = [s for s in self.slots if not s.busy] if self._in_use < self.cap else []
                 # Prefer slots whose worker is already connected (no new terminal start).
                 for slot in sorted(free, key=lambda s: (not s.running, s.index)):
                     if self._try_take(slot):
+                        slot.acquired_at = time.monotonic()
                         return slot
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise errors.TerminalUnavailable(
-                        f"no terminal slot became free within {wait_s:g}s: all {self.size} "
-                        "are in use by this process or locked by another process on this host "
-                        "(MT5SYNC_TERMINAL_SLOT_WAIT_S)",
+                        f"no terminal slot became free within {wait_s:g}s: {self._in_use} of "
+                        f"{self.size} in use by this process (cap {self.cap}), the others "
+                        "locked by another process on this host (MT5SYNC_TERMINAL_SLOT_WAIT_S)",
                         code="terminal_slots_busy",
                     )
                 # Slots freed in this process notify; locks freed by other processes do not,
@@ -348,6 +405,8 @@ class TerminalPool:
                 slot.lock.release()
             slot.busy = False
             self._in_use -= 1
+            self.usage.change(self._in_use)
+            self.borrows.append((slot.index, slot.acquired_at, time.monotonic()))
             self._cond.notify()
 
     @contextlib.contextmanager
@@ -361,13 +420,26 @@ class TerminalPool:
 
     # ------------------------------------------------------------------ the gateway
 
-    def fetch(self, request: FetchRequest, *, timeout_s: float | None = None) -> FetchResult:
+    def fetch(
+        self,
+        request: FetchRequest,
+        *,
+        timeout_s: float | None = None,
+        queued_at: float | None = None,
+    ) -> FetchResult:
+        """One account's fetch on a free slot. ``queued_at`` (``time.monotonic()``): when the
+        caller asked, if earlier than this call (queued in :attr:`executor`); the result's
+        ``slot_wait_ms`` is the time from then until a slot was taken."""
+        asked = time.monotonic() if queued_at is None else queued_at
         with self.borrow() as slot:
+            waited_ms = max(0, round((slot.acquired_at - asked) * 1000))
             reply = slot.call(
                 {"op": "fetch", "request": asdict(request)}, timeout_s or self.timeout_s
             )
         if reply.get("ok"):
-            return FetchResult.from_dict(reply["result"])
+            result = FetchResult.from_dict(reply["result"])
+            result.slot_wait_ms = waited_ms
+            return result
         raise _rebuild_error(reply.get("error") or {})
 
     def warm_up(self) -> None:

@@ -155,6 +155,12 @@ class SyncHarness:
         )
         return len(view.positions())
 
+    def terminal_borrows(self) -> list[tuple[float, float]]:
+        """The terminal pool's record of this test's borrows: (acquired, released), monotonic."""
+        from tasks import runtime
+
+        return [(a, r) for _, a, r in runtime.terminals().borrows]
+
     def query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         return self.store.fetch_all(sql, params)
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from mt5_sync.sync.timing import WORK_STEPS
 from mt5_sync.verify import compare_with_broker, max_overlap
 
 pytestmark = pytest.mark.e2e
@@ -83,18 +84,46 @@ def test_scenario_3_no_active_accounts(make_harness):
     assert h.query("SELECT count(*) AS n FROM sync_logs")[0]["n"] == 0
 
 
-def test_scenario_4_large_fleet_runs_a_sliding_window_of_ten(make_harness):
+def test_scenario_4_large_fleet_runs_a_sliding_window_of_ten_terminals(make_harness):
     h = make_harness(26, latency={"distribution": "lognormal", "median_s": 0.05, "sigma": 0.6})
     summary = h.run_cycle()
 
     assert summary["totalAccounts"] == 26
     assert summary["successCount"] == 26, [r for r in summary["syncResults"]
                                            if r["status"] != "success"]
-    assert 1 < summary["maxInFlight"] <= 10
+    # Ten terminals; as many accounts again queued for them, their bookkeeping done.
+    assert summary["terminals"] == 10
+    assert 1 < summary["maxInFlight"] <= 20
     logs = h.query("SELECT started_at, completed_at FROM sync_logs")
     observed = max_overlap([(r["started_at"], r["completed_at"]) for r in logs])
-    assert 1 < observed <= 10
+    assert 1 < observed <= 20
+    # The terminal pool's own record: never more than ten terminals in use.
+    borrows = h.terminal_borrows()
+    assert len(borrows) == 26
+    assert 1 < max_overlap(borrows) == summary["terminalsBusyPeak"] <= 10
+    assert 0 < summary["terminalsBusyMean"] <= summary["terminalsBusyPeak"]
     assert compare_with_broker(h.store, h.world).problems == []
+
+
+def test_terminals_stay_capped_while_more_subflows_wait_for_them(make_harness):
+    h = make_harness(12, latency={"distribution": "fixed", "seconds": 0.2})
+    summary = h.run_cycle(max_concurrency=3)
+
+    assert summary["successCount"] == 12, summary["syncResults"]
+    assert summary["terminals"] == 3
+    borrows = h.terminal_borrows()
+    assert len(borrows) == 12 and max_overlap(borrows) <= 3
+    # Six subflows in flight on three terminals: the extra ones queued, ready, for a
+    # terminal (recorded per account), and their logged syncs overlap beyond three.
+    logs = h.query("SELECT started_at, completed_at FROM sync_logs")
+    assert 3 < max_overlap([(r["started_at"], r["completed_at"]) for r in logs]) <= 6
+    waited = [r for r in summary["syncResults"] if r["timings"]["terminal_wait_ms"] > 0]
+    assert len(waited) >= 3
+    for r in summary["syncResults"]:  # the wait is not counted as Prefect's overhead
+        t = r["timings"]
+        work = sum(t.get(k, 0.0) for k in WORK_STEPS)
+        assert t["prefect_ms"] == pytest.approx(max(0.0, t["slot_ms"] - work
+                                                    - t["terminal_wait_ms"]), abs=0.2)
 
 
 def test_same_sync_twice_leaves_the_data_identical(make_harness):

@@ -137,3 +137,31 @@ def test_slots_serve_accounts_in_parallel(world_path):
     finally:
         pool.close()
     assert len(results) == 4 and pool.max_in_use == 2
+
+
+def test_cap_bounds_terminals_in_use_and_the_pool_records_its_waits(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mt5_sync.mt5sim.world import FixedLatency
+    from mt5_sync.verify import max_overlap
+
+    world = build_world(2, seed=9, now_utc=NOW, timeline_start_utc=NOW - timedelta(days=5),
+                        latency=FixedLatency(seconds=0.05), state_dir=str(tmp_path / "state"))
+    path = world.save(tmp_path / "world.json")
+    pool = make_pool(path, slots=4)
+    pool.limit_in_use(2)
+    pool.reset_usage()
+    try:
+        with ThreadPoolExecutor(8) as ex:
+            results = list(ex.map(lambda i: pool.fetch(request_for(path, i % 2)), range(8)))
+        usage = pool.usage.snapshot()
+    finally:
+        pool.close()
+    assert all(r.errors == [] for r in results)
+    intervals = [(acquired, released) for _, acquired, released in pool.borrows]
+    assert len(intervals) == 8
+    # Eight callers at once, two terminals: never more than two in use, the rest waited.
+    assert max_overlap(intervals) == usage["peak"] == 2
+    assert sum(r.slot_wait_ms > 0 for r in results) >= 6
+    assert 0 < usage["mean"] <= 2
+    assert pool.cap == 2 and {s for s, _, _ in pool.borrows} <= {0, 1, 2, 3}
