@@ -34,6 +34,9 @@ def render_summary(summary: dict[str, Any]) -> str:
     )
     if "maxInFlight" in summary:
         totals += f"  maxInFlight={summary['maxInFlight']}"
+    if "terminalsBusyMean" in summary:
+        totals += (f"  terminals={summary['terminals']} busy peak "
+                   f"{summary['terminalsBusyPeak']} mean {summary['terminalsBusyMean']}")
     parts = [render_table(summary_table(summary)), "", totals]
     if summary.get("message"):
         parts.append(summary["message"])

@@ -27,6 +27,17 @@ def test_settings_hide_secrets_and_cap_concurrency_by_slots(monkeypatch):
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
     assert s.slot_count == 2
     assert s.effective_concurrency == 2
+    assert s.in_flight_for(2) == 4  # as many queued as there are terminals, by default
+
+
+def test_queued_accounts_setting_sets_the_subflows_beyond_the_terminals(monkeypatch):
+    monkeypatch.setenv("MT5SYNC_QUEUED_ACCOUNTS", "0")
+    assert Settings().in_flight_for(10) == 10  # one subflow per terminal: the old shape
+    monkeypatch.setenv("MT5SYNC_QUEUED_ACCOUNTS", "3")
+    assert Settings().in_flight_for(10) == 13
+    monkeypatch.setenv("MT5SYNC_QUEUED_ACCOUNTS", "-1")
+    with pytest.raises(ValueError, match="queued_accounts"):
+        Settings()
 
 
 def test_metatrader5_backend_without_terminal_paths_is_rejected(monkeypatch):
