@@ -141,20 +141,23 @@ async def sync_trading_data(
     queue = deque(accounts)
     running: dict[asyncio.Task[AccountOutcome], str] = {}
     peak = 0
-    while queue or running:
-        while queue and len(running) < limit:
-            account = queue.popleft()
-            elapsed = time.monotonic() - clock
-            estimate = planner.admit(account["id"], elapsed)
-            if estimate is not None:
-                outcomes[account["id"]] = defer(account, estimate, elapsed)
-                continue
-            running[asyncio.ensure_future(run_one(account))] = account["id"]
-            peak = max(peak, len(running))
-        if running:
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for finished in done:
-                outcomes[running.pop(finished)] = finished.result()
+    try:
+        while queue or running:
+            while queue and len(running) < limit:
+                account = queue.popleft()
+                elapsed = time.monotonic() - clock
+                estimate = planner.admit(account["id"], elapsed)
+                if estimate is not None:
+                    outcomes[account["id"]] = defer(account, estimate, elapsed)
+                    continue
+                running[asyncio.ensure_future(run_one(account))] = account["id"]
+                peak = max(peak, len(running))
+            if running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    outcomes[running.pop(finished)] = finished.result()
+    finally:
+        pool.limit_in_use(pool.size)  # the pool outlives this cycle in a long-lived process
 
     deferred = [o for o in outcomes.values() if o.status == "deferred"]
     if deferred:
@@ -182,7 +185,7 @@ async def sync_trading_data(
         finished=utc_now(),
         max_in_flight=peak,
         terminals=terminals,
-        terminals_busy=pool.usage.snapshot() if accounts else None,
+        terminals_busy=pool.usage_snapshot() if accounts else None,
     )
     if budget > 0:
         summary["cycleBudgetS"] = budget

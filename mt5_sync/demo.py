@@ -152,7 +152,7 @@ def run_demo(*, accounts: int = 30, seed: int = 2026, keep_running: bool = False
                 "MT5SYNC_LEASE_WAIT_S": "10",
             }
         )
-        _say("running one cycle (flow sync-trading-data, 10 accounts in flight) ...")
+        _say("running one cycle (flow sync-trading-data, 10 terminals) ...")
         summary = run_cycle(stack, env, store, accounts)
         _say("")
         _say(render_summary(summary))

@@ -13,6 +13,9 @@ class SyncError(Exception):
     code: str = "sync_error"
     transient: bool = False
 
+    #: set by the terminal pool on a failed fetch: ms queued for a terminal before it failed
+    slot_wait_ms: int = 0
+
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         if code is not None:

@@ -101,8 +101,10 @@ async def fetch_account_snapshot(
     queued_at = time.monotonic()
     try:
         result = await runtime.in_terminal_thread(pool.fetch, request, queued_at=queued_at)
-    except BaseException:
-        timing.record(sync_id, "fetch_ms", (time.monotonic() - queued_at) * 1000)
+    except BaseException as exc:
+        waited = float(getattr(exc, "slot_wait_ms", 0))
+        timing.record(sync_id, "terminal_wait_ms", waited)
+        timing.record(sync_id, "fetch_ms", max(0.0, (time.monotonic() - queued_at) * 1000 - waited))
         raise
     total_ms = (time.monotonic() - queued_at) * 1000
     timing.record(sync_id, "terminal_wait_ms", result.slot_wait_ms)

@@ -10,8 +10,9 @@ so the least-recently-synced-first order of the next cycle puts it at the head o
 Expected duration of one account, in order of preference:
 
 1. its own history: the median ``duration_ms`` of its last few finished syncs (read once per
-   cycle), plus this cycle's observed orchestration overhead per account (time in the slot
-   minus the logged duration: commit, Prefect, queueing for a database thread);
+   cycle), plus this cycle's observed orchestration overhead per account (time its subflow ran
+   minus the logged duration: commit, Prefect, queueing for a database thread). Both include
+   the time queued for a terminal, which at a steady state is part of what an account costs;
 2. otherwise the running mean of the slot times of the accounts finished in this cycle;
 3. before any account has finished: ``default_s``.
 
@@ -54,7 +55,7 @@ class DeadlinePlanner:
         return DEFAULT_OVERHEAD_S
 
     def estimate_s(self, account_id: str) -> float:
-        """Expected seconds this account will hold a slot."""
+        """Expected seconds this account's subflow will run (its wait for a terminal included)."""
         history = self.history_ms.get(account_id)
         if history is not None:
             return history / 1000 + self.overhead_s()

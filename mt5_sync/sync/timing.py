@@ -1,8 +1,9 @@
 """Per-sync step timings: tasks record how long their plain work took, the flow reads them.
 
 Process-local and keyed by ``sync_id``, so nothing changes in what tasks return (and in what
-Prefect caches). The parent flow subtracts these from the time an account held its slot: the
-rest is orchestration overhead (Prefect), reported per account by the cycle and the benchmark.
+Prefect caches). The parent flow subtracts these, and the time the account queued for a
+terminal (``terminal_wait_ms``), from the time its subflow ran: the rest is orchestration
+overhead (Prefect), reported per account by the cycle and the benchmark.
 Entries are popped when the account's subflow finishes, so the table never grows.
 """
 

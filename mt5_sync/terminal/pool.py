@@ -24,7 +24,8 @@ The cap. A slot is held only for the terminal work of one fetch, never for the o
 around it, so a cycle keeps more accounts in flight than it has terminals and the next one is
 already waiting when a slot frees up. :meth:`TerminalPool.limit_in_use` caps how many slots
 this process uses at once (the cycle's ``max_concurrency``); fetches beyond the executor's
-width queue in its FIFO work queue, and waiters for a slot are woken in arrival order.
+width queue in its FIFO work queue; each release wakes the longest waiter for a slot (a
+caller arriving at that instant can still take it first).
 :attr:`TerminalPool.usage` measures how busy the terminals were (peak and time-weighted mean)
 and :attr:`TerminalPool.borrows` keeps the recent borrow intervals: the pool's own record.
 """
@@ -375,6 +376,11 @@ class TerminalPool:
         with self._cond:
             self.usage.reset(self._in_use)
 
+    def usage_snapshot(self) -> dict[str, float]:
+        """:meth:`BusyMeter.snapshot` of :attr:`usage`, read under the pool's lock."""
+        with self._cond:
+            return self.usage.snapshot()
+
     def _acquire(self, wait_s: float) -> TerminalSlot:
         deadline = time.monotonic() + wait_s
         with self._cond:
@@ -431,16 +437,25 @@ class TerminalPool:
         caller asked, if earlier than this call (queued in :attr:`executor`); the result's
         ``slot_wait_ms`` is the time from then until a slot was taken."""
         asked = time.monotonic() if queued_at is None else queued_at
-        with self.borrow() as slot:
-            waited_ms = max(0, round((slot.acquired_at - asked) * 1000))
-            reply = slot.call(
-                {"op": "fetch", "request": asdict(request)}, timeout_s or self.timeout_s
+        waited_ms: int | None = None
+        try:
+            with self.borrow() as slot:
+                waited_ms = max(0, round((slot.acquired_at - asked) * 1000))
+                reply = slot.call(
+                    {"op": "fetch", "request": asdict(request)}, timeout_s or self.timeout_s
+                )
+            if not reply.get("ok"):
+                raise _rebuild_error(reply.get("error") or {})
+        except errors.SyncError as exc:
+            # Failed fetches report their queueing too (all of it, if no slot was ever free).
+            exc.slot_wait_ms = (
+                waited_ms if waited_ms is not None
+                else max(0, round((time.monotonic() - asked) * 1000))
             )
-        if reply.get("ok"):
-            result = FetchResult.from_dict(reply["result"])
-            result.slot_wait_ms = waited_ms
-            return result
-        raise _rebuild_error(reply.get("error") or {})
+            raise
+        result = FetchResult.from_dict(reply["result"])
+        result.slot_wait_ms = waited_ms
+        return result
 
     def warm_up(self) -> None:
         """Start every idle slot's worker process now rather than on first use (in parallel).

@@ -181,7 +181,7 @@ def test_request_runs_the_deployment_and_status_shows_the_finished_sync(
     assert trades[0]["n"] == final["trades_synced"]
 
 
-def test_prefect_down_gives_503_and_a_retry_a_second_later_succeeds(
+def test_prefect_down_gives_503_and_a_retry_once_it_is_back_succeeds(
     world: World, app: ServedApp, keys: Keys,
 ) -> None:
     account_id = world.account_ids[1]

