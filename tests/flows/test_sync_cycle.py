@@ -120,10 +120,10 @@ def test_terminals_stay_capped_while_more_subflows_wait_for_them(make_harness):
     waited = [r for r in summary["syncResults"] if r["timings"]["terminal_wait_ms"] > 0]
     assert len(waited) >= 3
     for r in summary["syncResults"]:  # the wait is not counted as Prefect's overhead
-        t = r["timings"]
+        t = r["timings"]  # each figure rounded to 0.1 ms in the response: up to 7 roundings
         work = sum(t.get(k, 0.0) for k in WORK_STEPS)
         assert t["prefect_ms"] == pytest.approx(max(0.0, t["slot_ms"] - work
-                                                    - t["terminal_wait_ms"]), abs=0.2)
+                                                    - t["terminal_wait_ms"]), abs=0.4)
 
 
 def test_same_sync_twice_leaves_the_data_identical(make_harness):
