@@ -69,10 +69,11 @@ def test_cycle_defers_what_cannot_finish_and_syncs_it_first_next_cycle(make_harn
     assert first["deferredCount"] == len(deferred)
     assert first["failureCount"] == 0  # deferred is not failed
     assert all(r["error_code"] == "deadline" and "budget" in r["error_message"] for r in deferred)
-    # Each deferral was the planner's rule, as recorded: elapsed + estimate past the budget.
+    # Each deferral was the planner's rule, as recorded: elapsed + estimate past the budget
+    # (both printed to 0.1 s, so their sum can read up to 0.1 s low).
     for r in deferred:
         estimate, said_budget, elapsed = map(float, DEFERRAL.search(r["error_message"]).groups())
-        assert said_budget == budget and elapsed + estimate > budget, r["error_message"]
+        assert said_budget == budget and elapsed + estimate > budget - 0.1, r["error_message"]
 
     # One 'deferred' log row per deferred account; their accounts were not touched.
     rows = h.query(
