@@ -78,7 +78,32 @@ def _cmd_encrypt_password(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mt5_sync.demo import run_demo
 
-    return run_demo(accounts=args.accounts, seed=args.seed, keep_running=args.keep_running)
+    return run_demo(
+        accounts=args.accounts,
+        seed=args.seed,
+        keep_running=args.keep_running,
+        prefect_api_workers=args.prefect_api_workers,
+    )
+
+
+def _cmd_prefect_db_prepare(args: argparse.Namespace) -> int:
+    import os
+
+    from mt5_sync.localstack import prepare_prefect_database
+
+    if not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") and not os.environ.get(
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+    ):
+        print("PREFECT_API_DATABASE_CONNECTION_URL is not set (Prefect's own database)",
+              file=sys.stderr)
+        return 2
+    try:
+        prepare_prefect_database()
+    except RuntimeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print("Prefect database migrated and block types registered")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--keep-running", action="store_true",
                    help="leave Postgres and the Prefect UI running after the demo")
+    p.add_argument("--prefect-api-workers", type=int, default=None, metavar="N",
+                   help="run Prefect as the scaled service: N API workers, a services "
+                        "process and Redis (default: one process; docs/prefect-server.md)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "prefect-db-prepare",
+        help="migrate Prefect's own database and register block types, once, before "
+             "starting several API workers (docs/prefect-server.md)",
+    )
+    p.set_defaults(func=_cmd_prefect_db_prepare)
     return parser
 
 

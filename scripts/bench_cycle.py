@@ -30,6 +30,7 @@ seconds of the flow process, the workers and the Prefect server; the machine's l
     python scripts/bench_cycle.py --accounts 100
     python scripts/bench_cycle.py --accounts 1000 --json docs/bench/cycle-1000.json
     python scripts/bench_cycle.py --accounts 5000 --budget 270      # the deadline at 5,000
+    python scripts/bench_cycle.py --accounts 1000 --prefect-api-workers 2   # scaled server
 
 Long runs: ``nohup python scripts/bench_cycle.py --accounts 5000 > bench.log 2>&1 &``.
 """
@@ -376,11 +377,17 @@ def child_seed(out: Path, limit: int | None) -> int:
 # ---------------------------------------------------------------------------- parent
 
 
-def run_child(mode: str, env: dict[str, str], out: Path, extra: list[str], server_pid: int | None,
+def run_child(mode: str, env: dict[str, str], out: Path, extra: list[str],
+              server_pids: dict[str, int] | None,
               py_spy: str | None = None, py_spy_server: str | None = None) -> dict[str, Any]:
+    """Run one flow/seed child; ``server_pids`` names the Prefect server's processes
+    (``api``: the API and its uvicorn workers; ``services`` and ``redis`` in the scaled layout)
+    whose CPU is counted over the child's run."""
     cmd = [sys.executable, str(Path(__file__).resolve()), mode, "--out", str(out), *extra]
     busy0, t0 = machine_busy()
-    server_cpu0 = process_tree_cpu(server_pid) if server_pid else 0.0
+    server_pids = server_pids or {}
+    server_pid = server_pids.get("api")
+    server_cpu0 = {name: process_tree_cpu(pid) for name, pid in server_pids.items()}
     la0 = os.getloadavg()
     proc = subprocess.Popen(cmd, env=env, cwd=str(REPO))
     sampler = Sampler(proc.pid).start()
@@ -417,9 +424,11 @@ def run_child(mode: str, env: dict[str, str], out: Path, extra: list[str], serve
         "busy_cores_avg": (busy1 - busy0) / max(1e-9, t1 - t0),
         "loadavg_before": la0,
         "loadavg_after": os.getloadavg(),
-        "prefect_server_cpu_s": (process_tree_cpu(server_pid) - server_cpu0) if server_pid
-        else None,
     }
+    by_process = {name: process_tree_cpu(pid) - server_cpu0[name]
+                  for name, pid in server_pids.items()}
+    data["machine"]["prefect_server_cpu_s"] = sum(by_process.values()) if by_process else None
+    data["machine"]["prefect_server_cpu_by_process_s"] = by_process
     return data
 
 
@@ -550,7 +559,7 @@ def parent(args: argparse.Namespace) -> int:
     root = short_root("mt5b-")
     print(f"[bench] {args.accounts} accounts, {args.slots} slots, lognormal median "
           f"{args.median}s sigma {args.sigma}; root {root}", flush=True)
-    stack = start_local_stack(root)
+    stack = start_local_stack(root, prefect_api_workers=args.prefect_api_workers or None)
     try:
         apply_migrations(stack.app_database_url)
         setup = build_and_register(args, root, stack.app_database_url)
@@ -559,14 +568,20 @@ def parent(args: argparse.Namespace) -> int:
             seed_url = stack.postgres.create_database("seedcopy", template="mt5sync", drop=True)
         print(f"[bench] stack up, accounts registered ({time.monotonic() - t_start:.1f}s)",
               flush=True)
-        server_pid = stack.prefect.process.pid if stack.prefect else None
+        server_pids: dict[str, int] = {}
+        if stack.prefect is not None:
+            server_pids["api"] = stack.prefect.process.pid
+            if stack.prefect.services_process is not None:
+                server_pids["services"] = stack.prefect.services_process.pid
+        if stack.redis is not None:
+            server_pids["redis"] = stack.redis.process.pid
         previously_deferred: set[str] = set()
         for i in range(args.cycles):
             env = flow_env(stack, stack.app_database_url, setup["world_path"], setup["key"], args)
             out = root / f"ours-{i}.json"
             extra = ["--profile", args.profile] if args.profile and i == 0 else []
             print(f"[bench] cycle {i + 1}/{args.cycles}: running the flow ...", flush=True)
-            ours = run_child("flow", env, out, extra, server_pid,
+            ours = run_child("flow", env, out, extra, server_pids,
                              args.py_spy if i == 0 else None,
                              args.py_spy_server if i == 0 else None)
             seed = None
@@ -592,13 +607,18 @@ def parent(args: argparse.Namespace) -> int:
                 }
             previously_deferred = {r["account_id"] for r in results if r["status"] == "deferred"}
             report["command"] = "python scripts/bench_cycle.py " + " ".join(sys.argv[1:])
+            started_accounts = max(1, len(results) - report["deferred"])
             report["per_account_cpu_s"] = {
-                "flow": round(ours["self_cpu_s"] / max(1, len(ours["summary"]["syncResults"])
-                                                       - report["deferred"]), 3),
+                "flow": round(ours["self_cpu_s"] / started_accounts, 3),
                 "prefect_server": round((ours["machine"]["prefect_server_cpu_s"] or 0)
-                                        / max(1, len(ours["summary"]["syncResults"])
-                                              - report["deferred"]), 3),
+                                        / started_accounts, 3),
+                "prefect_server_by_process": {
+                    name: round(cpu / started_accounts, 3)
+                    for name, cpu in ours["machine"]["prefect_server_cpu_by_process_s"].items()},
             }
+            report["prefect_server_layout"] = (
+                f"scaled: {stack.prefect.api_workers} API workers + 1 services process + redis"
+                if stack.prefect is not None and stack.prefect.scaled else "single process")
             print(json.dumps(report, indent=1, default=str), flush=True)
             if args.json:
                 path = Path(args.json)
@@ -650,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="py-spy collapsed stacks of the flow process (all threads) to this file")
     p.add_argument("--py-spy-server", default=None,
                    help="py-spy collapsed stacks of the Prefect server during the flow run")
+    p.add_argument("--prefect-api-workers", type=int, default=0, metavar="N",
+                   help="scaled Prefect server: N API workers + a services process + Redis "
+                        "(0: the single-process server)")
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment for the Prefect server (server tuning experiments)")
     p.add_argument("--json", default=None, help="write the report here")
