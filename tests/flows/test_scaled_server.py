@@ -10,12 +10,14 @@ the API, not just the flow's own summary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psutil
 import pytest
@@ -34,6 +36,32 @@ TASK_RUNS_PER_ACCOUNT = 2  # fetch (claim inside) and commit
 def world_start() -> datetime:
     """The server layout does not depend on the date: today only (overrides the 4 dates)."""
     return clock.utc_now()
+
+
+@contextlib.contextmanager
+def talking_to(api_url: str) -> Iterator[None]:
+    """Point this process's Prefect client at ``api_url``, events and logs included.
+
+    Prefect keeps one events worker and one log worker per process, and for a self-hosted
+    server their cache key does not include the API URL (``EventsWorker.instance``): workers
+    started for the session's server would carry this test's task-run events there. Drain
+    them on the way in and out so each server gets its own.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def drain() -> None:
+        for worker in (EventsWorker, APILogWorker):
+            worker.drain_all(timeout=30, at_exit=False)
+
+    drain()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+            drain()
+    finally:
+        drain()
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +93,21 @@ async def _read_back(api_url: str, flow_run_ids: list[str]) -> tuple[list[Any], 
     )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    ids = [UUID(i) for i in flow_run_ids]
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         async with get_client() as client:
             flow_runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
             )
             task_runs = await client.read_task_runs(
                 task_run_filter=TaskRunFilter(
-                    flow_run_id=TaskRunFilterFlowRunId(any_=flow_run_ids)
+                    flow_run_id=TaskRunFilterFlowRunId(any_=ids)
                 )
             )
     return flow_runs, task_runs
 
 
 def test_cycle_on_scaled_server_is_recorded_whole(make_harness, scaled_prefect):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     server, _ = scaled_prefect
     workers = [p for p in psutil.Process(server.process.pid).children(recursive=True)
                if p.status() != psutil.STATUS_ZOMBIE]
@@ -88,7 +115,7 @@ def test_cycle_on_scaled_server_is_recorded_whole(make_harness, scaled_prefect):
     assert server.services_process is not None and server.services_process.poll() is None
 
     h = make_harness(ACCOUNTS, latency={"distribution": "fixed", "seconds": 0.1})
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+    with talking_to(server.api_url):
         summary = h.run_cycle(max_concurrency=3)
 
     assert summary["successCount"] == ACCOUNTS, summary["syncResults"]
@@ -112,7 +139,8 @@ def test_cycle_on_scaled_server_is_recorded_whole(make_harness, scaled_prefect):
         f"sync-{spec.login}@{spec.server}" for spec in h.world.accounts
     )
     assert {f.state_type.value for f in flow_runs if f.state_type} == {"COMPLETED"}
-    assert len(task_runs) == expected
+    services_log = server.log_path.with_name("services.log")
+    assert len(task_runs) == expected, services_log.read_text(errors="replace")[-3000:]
     assert len(completed) == expected, sorted(
         (t.name, t.state_type) for t in task_runs if t not in completed
     )
