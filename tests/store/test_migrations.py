@@ -321,3 +321,18 @@ def test_migrations_and_commit_work_on_postgresql_15(pg15_url: str) -> None:
     store.record_sync_failure(failure_payload(account_id))
     record = store.get_account(account_id)
     assert record is not None and record.sync_failure_count == 1
+
+
+def test_realtime_column_list_on_postgresql_15(pg15_url: str) -> None:
+    """Column lists in publications are new in 15, the oldest PostgreSQL Supabase runs."""
+    with psycopg.connect(pg15_url, autocommit=True) as conn:
+        conn.execute("drop database if exists realtime15")
+        conn.execute("create database realtime15")
+    url = pg15_url.replace("/postgres?", "/realtime15?")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create publication supabase_realtime")
+    assert apply_migrations(url) == ALL_FILES
+    published = scalar(url, "select attnames from pg_publication_tables where"
+                            " pubname = 'supabase_realtime' and tablename = 'trading_accounts'")
+    assert isinstance(published, list) and "balance" in published
+    assert "investor_password_encrypted" not in published
