@@ -20,7 +20,7 @@ import pytest
 from mt5_sync.errors import StoreError
 from mt5_sync.localstack import EmbeddedPostgres
 from mt5_sync.store import MigrationError, PostgresStore, apply_migrations
-from mt5_sync.store.migrations import MIGRATIONS_DIR, discover
+from mt5_sync.store.migrations import HISTORY_TABLE, MIGRATIONS_DIR, discover
 
 from . import LOGIN, SERVER, commit_payload, failure_payload
 
@@ -68,7 +68,10 @@ def test_applies_in_order_once(blank_url: str) -> None:
 
     with psycopg.connect(blank_url) as conn:
         rows = conn.execute(
-            "select version, name, checksum, applied_at from schema_migrations order by version"
+            "select h.version, h.name, c.checksum, c.applied_at"
+            " from supabase_migrations.schema_migrations h"
+            " join supabase_migrations.mt5sync_migration_checksums c using (version)"
+            " order by h.version"
         ).fetchall()
         assert [f"{v}_{n}.sql" for v, n, _, _ in rows] == ALL_FILES
         assert all(len(c) == 64 and at is not None for _, _, c, at in rows)
@@ -78,7 +81,8 @@ def test_applies_in_order_once(blank_url: str) -> None:
             )
         }
         assert {"trading_accounts", "trades", "deals", "cash_flows", "account_snapshots",
-                "sync_logs", "sync_quarantine", "schema_migrations"} <= tables
+                "sync_logs", "sync_quarantine"} <= tables
+        assert "schema_migrations" not in tables  # the history is Supabase's, not in public
         functions = {
             r[0] for r in conn.execute(
                 "select p.oid::regprocedure::text from pg_proc p"
@@ -171,12 +175,19 @@ def test_failing_migration_rolls_back_entirely(blank_url: str, migrations_copy: 
         apply_migrations(blank_url, migrations_copy)
     assert scalar(blank_url, "select to_regclass('public.half_done')") is None
     assert scalar(blank_url, "select to_regclass('public.after_broken')") is None
-    assert scalar(blank_url, "select count(*) from schema_migrations") == len(ALL_FILES)
+    assert scalar(blank_url, f"select count(*) from {HISTORY_TABLE}") == len(ALL_FILES)
 
 
 def test_duplicate_versions_are_refused(migrations_copy: Path) -> None:
     (migrations_copy / "20261122000100_again.sql").write_text("select 1;")
     with pytest.raises(MigrationError, match="share version 20261122000100"):
+        discover(migrations_copy)
+
+
+def test_versions_are_14_digit_timestamps(migrations_copy: Path) -> None:
+    """The CLI orders versions as text: only one fixed width orders like numbers."""
+    (migrations_copy / "202612_short.sql").write_text("select 1;")
+    with pytest.raises(MigrationError, match=r"202612_short\.sql: the version must be a 14-digit"):
         discover(migrations_copy)
 
 
@@ -208,7 +219,7 @@ def test_concurrent_runners_do_not_double_apply(pg: EmbeddedPostgres) -> None:
         assert errors == []
         applied = sorted(itertools.chain.from_iterable(results))
         assert applied == ALL_FILES  # every file exactly once, across all runners
-        assert scalar(url, "select count(*) from schema_migrations") == len(ALL_FILES)
+        assert scalar(url, f"select count(*) from {HISTORY_TABLE}") == len(ALL_FILES)
 
 
 def test_existing_supabase_auth_objects_are_kept(blank_url: str) -> None:
@@ -310,3 +321,18 @@ def test_migrations_and_commit_work_on_postgresql_15(pg15_url: str) -> None:
     store.record_sync_failure(failure_payload(account_id))
     record = store.get_account(account_id)
     assert record is not None and record.sync_failure_count == 1
+
+
+def test_realtime_column_list_on_postgresql_15(pg15_url: str) -> None:
+    """Column lists in publications are new in 15, the oldest PostgreSQL Supabase runs."""
+    with psycopg.connect(pg15_url, autocommit=True) as conn:
+        conn.execute("drop database if exists realtime15")
+        conn.execute("create database realtime15")
+    url = pg15_url.replace("/postgres?", "/realtime15?")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create publication supabase_realtime")
+    assert apply_migrations(url) == ALL_FILES
+    published = scalar(url, "select attnames from pg_publication_tables where"
+                            " pubname = 'supabase_realtime' and tablename = 'trading_accounts'")
+    assert isinstance(published, list) and "balance" in published
+    assert "investor_password_encrypted" not in published

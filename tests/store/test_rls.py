@@ -90,10 +90,30 @@ def test_a_user_cannot_name_another_users_rows(db: str) -> None:
 
 
 @pytest.mark.parametrize("relation", ["trading_accounts", *CHILD_TABLES, "sync_commit_chunks",
-                                      "schema_migrations", *VIEWS])
+                                      *VIEWS])
 def test_anon_sees_nothing(db: str, relation: str) -> None:
     with as_role(db, "anon") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(f"select 1 from public.{relation} limit 1")
+
+
+@pytest.mark.parametrize("table", ["schema_migrations", "mt5sync_migration_checksums"])
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+def test_app_roles_cannot_read_the_migration_history(db: str, role: str, table: str) -> None:
+    with as_role(db, role, USER_A) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(f"select 1 from supabase_migrations.{table} limit 1")
+
+
+def test_our_checksum_table_stays_closed_even_if_the_schema_is_opened(db: str) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute("grant usage on schema supabase_migrations to authenticated")
+        assert conn.execute(
+            "select relrowsecurity from pg_class"
+            " where oid = 'supabase_migrations.mt5sync_migration_checksums'::regclass"
+        ).fetchone() == (True,)
+        conn.execute("set local role authenticated")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select 1 from supabase_migrations.mt5sync_migration_checksums")
+        conn.rollback()
 
 
 def test_the_credential_column_is_never_readable(db: str) -> None:
@@ -181,7 +201,7 @@ def test_row_level_security_is_on_for_every_table(db: str) -> None:
             "select c.relname, c.relrowsecurity from pg_class c join pg_namespace n"
             " on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind in ('r', 'p')"
         ).fetchall()
-    assert {"trading_accounts", "sync_commit_chunks", "schema_migrations"} <= {r[0] for r in rows}
+    assert {"trading_accounts", "sync_commit_chunks"} <= {r[0] for r in rows}
     assert [name for name, on in rows if not on] == []
 
 

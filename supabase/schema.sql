@@ -1,0 +1,2377 @@
+-- The schema that supabase/migrations build, as one file: GENERATED, do not edit, do not apply.
+-- Refresh after adding a migration: python -m mt5_sync.store.schema_dump
+-- (pg_dump --schema-only of a freshly migrated database; see mt5_sync/store/schema_dump.py)
+
+--
+-- PostgreSQL database dump
+--
+
+--
+-- Name: mt5_acquire_sync_lease(uuid, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+declare
+    v_granted boolean;
+begin
+    if p_account_id is null or p_holder is null then
+        raise exception 'mt5_acquire_sync_lease: account id and holder are required'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if p_ttl_seconds is null or p_ttl_seconds <= 0 then
+        raise exception 'mt5_acquire_sync_lease: p_ttl_seconds must be positive, got %', p_ttl_seconds
+            using errcode = 'invalid_parameter_value';
+    end if;
+    -- One statement: the row lock makes check-and-set atomic. Re-acquiring by the same holder
+    -- extends the lease. updated_at is not touched: a lease is bookkeeping, not account data.
+    update public.trading_accounts
+       set sync_lease_holder = p_holder,
+           sync_lease_until = now() + make_interval(secs => p_ttl_seconds)
+     where id = p_account_id
+       and (sync_lease_holder is null
+            or sync_lease_holder = p_holder
+            or sync_lease_until is null
+            or sync_lease_until < now())
+    returning true into v_granted;
+    return coalesce(v_granted, false);
+end
+$$;
+
+--
+-- Name: mt5_claim_manual_sync(uuid, uuid, uuid, text, integer, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_claim_manual_sync(p_account_id uuid, p_user_id uuid, p_sync_id uuid, p_sync_type text, p_window_seconds integer, p_default_estimate_seconds integer DEFAULT 30) RETURNS TABLE(outcome text, retry_after_seconds integer, estimated_duration_seconds integer, account_label text)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    v_now timestamptz := now();
+    v_previous timestamptz;
+    v_label text;
+    v_last timestamptz;
+    v_median double precision;
+begin
+    if p_account_id is null or p_user_id is null or p_sync_id is null then
+        raise exception 'mt5_claim_manual_sync: account id, user id and sync id are required'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if p_sync_type is null or p_sync_type not in ('full', 'incremental') then
+        raise exception 'mt5_claim_manual_sync: sync_type must be full or incremental, got %',
+            p_sync_type using errcode = 'invalid_parameter_value';
+    end if;
+    if p_window_seconds is null or p_window_seconds <= 0 then
+        raise exception 'mt5_claim_manual_sync: p_window_seconds must be positive, got %',
+            p_window_seconds using errcode = 'invalid_parameter_value';
+    end if;
+
+    -- The decision: one statement. o is the row as this statement's snapshot saw it (the
+    -- previous value to restore on release); a is re-checked on its latest version.
+    update public.trading_accounts as a
+       set last_manual_sync_at = v_now
+      from public.trading_accounts as o
+     where o.id = a.id
+       and a.id = p_account_id
+       and a.user_id = p_user_id
+       and a.is_active
+       and (a.last_manual_sync_at is null
+            or a.last_manual_sync_at <= v_now - make_interval(secs => p_window_seconds))
+    returning o.last_manual_sync_at, a.login_number::text || '@' || a.broker_server
+      into v_previous, v_label;
+
+    if not found then
+        select t.last_manual_sync_at into v_last
+          from public.trading_accounts as t
+         where t.id = p_account_id and t.user_id = p_user_id and t.is_active;
+        if not found then
+            return query select 'not_found'::text, null::integer, null::integer, null::text;
+        else
+            -- Clamped: a claim committed after this transaction began can lie "in the future".
+            return query select
+                'rate_limited'::text,
+                least(p_window_seconds, greatest(1, ceil(extract(epoch from
+                    (v_last + make_interval(secs => p_window_seconds)) - v_now))::integer)),
+                null::integer,
+                null::text;
+        end if;
+        return;
+    end if;
+
+    insert into public.sync_logs
+        (sync_id, account_id, trigger, sync_type, status, started_at, created_at, details)
+    values
+        (p_sync_id, p_account_id, 'manual', p_sync_type, 'processing', v_now, v_now,
+         jsonb_build_object(
+             'requested_by', p_user_id,
+             'claimed_at', v_now,
+             'previous_manual_sync_at', v_previous));
+
+    -- Estimate: median duration of this account's last 10 successful syncs of the same type,
+    -- else of any type, else the default.
+    select percentile_cont(0.5) within group (order by s.duration_ms) into v_median
+      from (select l.duration_ms from public.sync_logs as l
+             where l.account_id = p_account_id and l.status = 'success'
+               and l.duration_ms is not null and l.sync_type = p_sync_type
+             order by l.started_at desc limit 10) as s;
+    if v_median is null then
+        select percentile_cont(0.5) within group (order by s.duration_ms) into v_median
+          from (select l.duration_ms from public.sync_logs as l
+                 where l.account_id = p_account_id and l.status = 'success'
+                   and l.duration_ms is not null
+                 order by l.started_at desc limit 10) as s;
+    end if;
+
+    return query select
+        'claimed'::text,
+        null::integer,
+        -- greatest() ignores NULLs, so the default must be chosen first.
+        greatest(1, coalesce(ceil(v_median / 1000.0)::integer, p_default_estimate_seconds)),
+        v_label;
+end
+$$;
+
+--
+-- Name: mt5_col_bigint(jsonb, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_col_bigint(c jsonb, k text, n integer) RETURNS bigint[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$ begin return mt5_col_check(mt5_col_literal(c, k)::bigint[], k, n); end $$;
+
+--
+-- Name: mt5_col_check(anyarray, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_col_check(a anyarray, k text, n integer) RETURNS anyarray
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    if array_ndims(a) > 1 then
+        raise exception 'payload column "%" must hold scalar values, not arrays', k
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if a is not null and coalesce(cardinality(a), 0) <> n then
+        raise exception 'payload column "%" has % values, "rows" says %', k, coalesce(cardinality(a), 0), n
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return a;
+end
+$$;
+
+--
+-- Name: mt5_col_int(jsonb, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_col_int(c jsonb, k text, n integer) RETURNS integer[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$ begin return mt5_col_check(mt5_col_literal(c, k)::integer[], k, n); end $$;
+
+--
+-- Name: mt5_col_literal(jsonb, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_col_literal(c jsonb, k text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    return case coalesce(jsonb_typeof(c -> k), 'null')
+               when 'string' then c ->> k
+               when 'array' then translate((c -> k)::text, '[]', '{}')
+               when 'null' then null
+               else '<column ' || k || ' must be a JSON array or an array literal>'
+           end;
+end
+$$;
+
+--
+-- Name: mt5_col_numeric(jsonb, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_col_numeric(c jsonb, k text, n integer) RETURNS numeric[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$ begin return mt5_col_check(mt5_col_literal(c, k)::numeric[], k, n); end $$;
+
+--
+-- Name: mt5_col_text(jsonb, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_col_text(c jsonb, k text, n integer) RETURNS text[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    if jsonb_typeof(c -> k) = 'array' then
+        return mt5_col_check(array(select e.v from jsonb_array_elements_text(c -> k)
+                                                   with ordinality as e(v, o) order by e.o),
+                             k, n);
+    end if;
+    return mt5_col_check(mt5_col_literal(c, k)::text[], k, n);
+end
+$$;
+
+--
+-- Name: mt5_col_timestamptz(jsonb, text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_col_timestamptz(c jsonb, k text, n integer) RETURNS timestamp with time zone[]
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$ begin return mt5_col_check(mt5_col_literal(c, k)::timestamptz[], k, n); end $$;
+
+--
+-- Name: mt5_commit_account_sync(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_commit_account_sync(p jsonb) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    fn constant text := 'mt5_commit_account_sync';
+    c_trade_cols constant text[] := array[
+        'ticket', 'symbol', 'side', 'status', 'volume', 'open_price', 'open_time_utc',
+        'open_time_server', 'close_price', 'close_time_utc', 'close_time_server', 'stop_loss',
+        'take_profit', 'current_price', 'profit', 'swap', 'commission', 'fee', 'net_profit',
+        'magic', 'comment', 'deal_count'];
+    v_stage text := 'payload';
+    v_sync_id uuid;
+    v_account_id uuid;
+    v_execution_id uuid;
+    v_flow_run_id uuid;
+    v_trigger text;
+    v_sync_type text;
+    v_status text;
+    v_error_message text;
+    v_error_code text;
+    v_started timestamptz;
+    v_completed timestamptz;
+    v_duration_ms integer;
+    v_cursor timestamptz;
+    v_lease_holder uuid;
+    v_account jsonb;
+    v_snapshot jsonb;
+    v_n_deals integer;
+    v_n_cash integer;
+    v_n_closed integer;
+    v_n_open integer;
+    v_n_open_rows integer;
+    v_n_quarantine integer;
+    v_open_positions jsonb;
+    v_deals jsonb;
+    v_cash jsonb;
+    v_closed jsonb;
+    v_old public.trading_accounts%rowtype;
+    v_new public.trading_accounts%rowtype;
+    v_login bigint;
+    -- error re-raise
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+    e_constraint text;
+    e_table text;
+    e_column text;
+begin
+    -- ------------------------------------------------ validate the payload header
+    v_sync_id := public.mt5_payload_uuid(p, fn, 'sync_id');
+    v_account_id := public.mt5_payload_uuid(p, fn, 'account_id');
+    v_execution_id := public.mt5_payload_uuid(p, fn, 'execution_id', false);
+    v_flow_run_id := public.mt5_payload_uuid(p, fn, 'flow_run_id', false);
+    v_trigger := public.mt5_payload_choice(p, fn, 'trigger', array['scheduled', 'manual', 'backfill']);
+    v_sync_type := public.mt5_payload_choice(p, fn, 'sync_type', array['full', 'incremental']);
+    v_status := public.mt5_payload_choice(p, fn, 'status', array['success', 'partial']);
+    v_error_message := public.mt5_payload_text(p, fn, 'error_message', false);
+    v_error_code := public.mt5_payload_text(p, fn, 'error_code', false);
+    v_started := public.mt5_payload_timestamptz(p, fn, 'started_at');
+    v_completed := public.mt5_payload_timestamptz(p, fn, 'completed_at');
+    v_cursor := public.mt5_payload_timestamptz(p, fn, 'history_cursor', false);
+    v_lease_holder := public.mt5_payload_uuid(p, fn, 'lease_holder', false);
+    v_account := public.mt5_payload_object(p, fn, 'account');
+    v_snapshot := public.mt5_payload_object(p, fn, 'snapshot');
+    -- Row lists as columns (either wire form, see the top of this file).
+    v_deals := public.mt5_payload_columns(p, fn, 'deals', array[
+        'ticket', 'order_ticket', 'position_id', 'time_utc', 'time_server', 'time_msc_server',
+        'type', 'entry', 'magic', 'reason', 'volume', 'price', 'commission', 'swap', 'profit',
+        'fee', 'symbol', 'comment', 'external_id']);
+    v_cash := public.mt5_payload_columns(p, fn, 'cash_flows', array[
+        'deal_ticket', 'type', 'kind', 'amount', 'time_utc', 'time_server', 'comment']);
+    v_closed := public.mt5_payload_columns(p, fn, 'closed_trades', c_trade_cols);
+    v_open_positions := public.mt5_payload_columns(p, fn, 'open_positions', c_trade_cols, true);
+    v_n_deals := (v_deals ->> 'rows')::integer;
+    v_n_cash := (v_cash ->> 'rows')::integer;
+    v_n_closed := (v_closed ->> 'rows')::integer;
+    -- JSON null (not fetched) and an empty list both write no open positions.
+    v_n_open := (v_open_positions ->> 'rows')::integer;
+    v_n_open_rows := coalesce(v_n_open, 0);
+    v_deals := v_deals -> 'columns';
+    v_cash := v_cash -> 'columns';
+    v_closed := v_closed -> 'columns';
+    v_open_positions := coalesce(v_open_positions -> 'columns', '{}'::jsonb);
+    v_n_quarantine := public.mt5_payload_array_length(p, fn, 'quarantine');
+    begin
+        v_duration_ms := public.mt5_payload_text(p, fn, 'duration_ms', false)::integer;
+    exception when invalid_text_representation or numeric_value_out_of_range then
+        raise exception '%: payload field "duration_ms" must be an integer', fn
+            using errcode = 'invalid_parameter_value';
+    end;
+    if (v_n_closed > 0 and v_closed -> 'status' is null)
+       or exists (select 1 from unnest(mt5_col_text(v_closed, 'status', v_n_closed)) s
+                   where s is distinct from 'closed') then
+        raise exception '%: every row of "closed_trades" must have status "closed"', fn
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if (v_n_open_rows > 0 and v_open_positions -> 'status' is null)
+       or exists (select 1
+                    from unnest(mt5_col_text(v_open_positions, 'status', v_n_open_rows)) s
+                   where s is distinct from 'open') then
+        raise exception '%: every row of "open_positions" must have status "open"', fn
+            using errcode = 'invalid_parameter_value';
+    end if;
+
+    -- Lock the account first: commits and failure records of one account serialize here (the
+    -- lease already keeps them apart; this is the backstop), and an unknown id fails clearly.
+    select * into v_old from public.trading_accounts where id = v_account_id for update;
+    if not found then
+        raise exception '%: unknown account_id %', fn, v_account_id
+            using errcode = 'foreign_key_violation';
+    end if;
+    if v_account is not null then
+        begin
+            v_login := (v_account ->> 'login')::bigint;
+        exception when invalid_text_representation or numeric_value_out_of_range then
+            raise exception '%: payload field "account.login" must be an integer', fn
+                using errcode = 'invalid_parameter_value';
+        end;
+        -- A cross-wired terminal slot must never write one account's data into another's row.
+        if v_login is distinct from v_old.login_number then
+            raise exception '%: account.login % does not match account % (login %)',
+                fn, v_login, v_account_id, v_old.login_number
+                using errcode = 'invalid_parameter_value';
+        end if;
+    end if;
+
+    -- ------------------------------------------------ (b) deals
+    v_stage := 'deals';
+    insert into public.deals as d
+        (account_id, ticket, order_ticket, position_id, time, time_server, time_msc_server,
+         type, entry, magic, reason, volume, price, commission, swap, profit, fee,
+         symbol, comment, external_id, created_at, updated_at)
+    select distinct on (x.ticket)
+           v_account_id, x.ticket, x.order_ticket, x.position_id, x.time_utc, x.time_server,
+           x.time_msc_server, x.type, x.entry, x.magic, x.reason, x.volume, x.price,
+           x.commission, x.swap, x.profit, x.fee, x.symbol, x.comment, x.external_id,
+           v_completed, v_completed
+      from unnest(
+           mt5_col_bigint(v_deals, 'ticket', v_n_deals),
+           mt5_col_bigint(v_deals, 'order_ticket', v_n_deals),
+           mt5_col_bigint(v_deals, 'position_id', v_n_deals),
+           mt5_col_timestamptz(v_deals, 'time_utc', v_n_deals),
+           mt5_col_bigint(v_deals, 'time_server', v_n_deals),
+           mt5_col_bigint(v_deals, 'time_msc_server', v_n_deals),
+           mt5_col_int(v_deals, 'type', v_n_deals),
+           mt5_col_int(v_deals, 'entry', v_n_deals),
+           mt5_col_bigint(v_deals, 'magic', v_n_deals),
+           mt5_col_int(v_deals, 'reason', v_n_deals),
+           mt5_col_numeric(v_deals, 'volume', v_n_deals),
+           mt5_col_numeric(v_deals, 'price', v_n_deals),
+           mt5_col_numeric(v_deals, 'commission', v_n_deals),
+           mt5_col_numeric(v_deals, 'swap', v_n_deals),
+           mt5_col_numeric(v_deals, 'profit', v_n_deals),
+           mt5_col_numeric(v_deals, 'fee', v_n_deals),
+           mt5_col_text(v_deals, 'symbol', v_n_deals),
+           mt5_col_text(v_deals, 'comment', v_n_deals),
+           mt5_col_text(v_deals, 'external_id', v_n_deals))
+           with ordinality as x(
+           ticket, order_ticket, position_id, time_utc, time_server, time_msc_server, type,
+           entry, magic, reason, volume, price, commission, swap, profit, fee, symbol, comment,
+           external_id, ord)
+     order by x.ticket, x.ord desc   -- a ticket sent twice: the last occurrence wins
+    on conflict (account_id, ticket) do update
+       set order_ticket = excluded.order_ticket,
+           position_id = excluded.position_id,
+           time = excluded.time,
+           time_server = excluded.time_server,
+           time_msc_server = excluded.time_msc_server,
+           type = excluded.type,
+           entry = excluded.entry,
+           magic = excluded.magic,
+           reason = excluded.reason,
+           volume = excluded.volume,
+           price = excluded.price,
+           commission = excluded.commission,
+           swap = excluded.swap,
+           profit = excluded.profit,
+           fee = excluded.fee,
+           symbol = excluded.symbol,
+           comment = excluded.comment,
+           external_id = excluded.external_id,
+           updated_at = excluded.updated_at
+     where (d.order_ticket, d.position_id, d.time, d.time_server, d.time_msc_server, d.type,
+            d.entry, d.magic, d.reason, d.volume, d.price, d.commission, d.swap, d.profit,
+            d.fee, d.symbol, d.comment, d.external_id)
+           is distinct from
+           (excluded.order_ticket, excluded.position_id, excluded.time, excluded.time_server,
+            excluded.time_msc_server, excluded.type, excluded.entry, excluded.magic,
+            excluded.reason, excluded.volume, excluded.price, excluded.commission,
+            excluded.swap, excluded.profit, excluded.fee, excluded.symbol, excluded.comment,
+            excluded.external_id);
+
+    -- ------------------------------------------------ (c) cash flows
+    v_stage := 'cash_flows';
+    insert into public.cash_flows as c
+        (account_id, deal_ticket, type, kind, amount, time, time_server, comment,
+         created_at, updated_at)
+    select distinct on (x.deal_ticket)
+           v_account_id, x.deal_ticket, x.type, x.kind, x.amount, x.time_utc, x.time_server,
+           x.comment, v_completed, v_completed
+      from unnest(
+           mt5_col_bigint(v_cash, 'deal_ticket', v_n_cash),
+           mt5_col_int(v_cash, 'type', v_n_cash),
+           mt5_col_text(v_cash, 'kind', v_n_cash),
+           mt5_col_numeric(v_cash, 'amount', v_n_cash),
+           mt5_col_timestamptz(v_cash, 'time_utc', v_n_cash),
+           mt5_col_bigint(v_cash, 'time_server', v_n_cash),
+           mt5_col_text(v_cash, 'comment', v_n_cash))
+           with ordinality as x(deal_ticket, type, kind, amount, time_utc, time_server, comment,
+                                ord)
+     order by x.deal_ticket, x.ord desc
+    on conflict (account_id, deal_ticket) do update
+       set type = excluded.type,
+           kind = excluded.kind,
+           amount = excluded.amount,
+           time = excluded.time,
+           time_server = excluded.time_server,
+           comment = excluded.comment,
+           updated_at = excluded.updated_at
+     where (c.type, c.kind, c.amount, c.time, c.time_server, c.comment)
+           is distinct from
+           (excluded.type, excluded.kind, excluded.amount, excluded.time, excluded.time_server,
+            excluded.comment);
+
+    -- ------------------------------------------------ (d) trades
+    v_stage := 'trades';
+    insert into public.trades as t
+        (account_id, ticket, symbol, side, status, volume, open_price, open_time,
+         open_time_server, close_price, close_time, close_time_server, stop_loss, take_profit,
+         current_price, profit, swap, commission, fee, net_profit, magic, comment, deal_count,
+         created_at, updated_at)
+    select distinct on (x.ticket)
+           v_account_id, x.ticket, x.symbol, x.side, x.status, x.volume, x.open_price,
+           x.open_time_utc, x.open_time_server, x.close_price, x.close_time_utc,
+           x.close_time_server, x.stop_loss, x.take_profit, x.current_price, x.profit, x.swap,
+           x.commission, x.fee, x.net_profit, x.magic, x.comment, x.deal_count,
+           v_completed, v_completed
+      from (
+            select u.*, 1 as closed_first
+              from mt5_trade_columns(v_closed, v_n_closed) as u
+            union all
+            select u.*, 0
+              from mt5_trade_columns(v_open_positions, v_n_open_rows) as u
+           ) as x
+     order by x.ticket, x.closed_first desc, x.ord desc
+    on conflict (account_id, ticket) do update
+       set symbol = excluded.symbol,
+           side = excluded.side,
+           status = excluded.status,
+           volume = excluded.volume,
+           open_price = excluded.open_price,
+           open_time = excluded.open_time,
+           open_time_server = excluded.open_time_server,
+           close_price = excluded.close_price,
+           close_time = excluded.close_time,
+           close_time_server = excluded.close_time_server,
+           stop_loss = excluded.stop_loss,
+           take_profit = excluded.take_profit,
+           current_price = excluded.current_price,
+           profit = excluded.profit,
+           swap = excluded.swap,
+           commission = excluded.commission,
+           fee = excluded.fee,
+           net_profit = excluded.net_profit,
+           magic = excluded.magic,
+           comment = excluded.comment,
+           deal_count = excluded.deal_count,
+           updated_at = excluded.updated_at
+     where not (t.status = 'closed' and excluded.status = 'open')
+       and (t.symbol, t.side, t.status, t.volume, t.open_price, t.open_time, t.open_time_server,
+            t.close_price, t.close_time, t.close_time_server, t.stop_loss, t.take_profit,
+            t.current_price, t.profit, t.swap, t.commission, t.fee, t.net_profit, t.magic,
+            t.comment, t.deal_count)
+           is distinct from
+           (excluded.symbol, excluded.side, excluded.status, excluded.volume,
+            excluded.open_price, excluded.open_time, excluded.open_time_server,
+            excluded.close_price, excluded.close_time, excluded.close_time_server,
+            excluded.stop_loss, excluded.take_profit, excluded.current_price, excluded.profit,
+            excluded.swap, excluded.commission, excluded.fee, excluded.net_profit,
+            excluded.magic, excluded.comment, excluded.deal_count);
+
+    -- ------------------------------------------------ (e) snapshot
+    if v_snapshot is not null then
+        v_stage := 'snapshot';
+        insert into public.account_snapshots as s
+            (account_id, taken_at, balance, equity, margin, free_margin, margin_level, created_at)
+        select v_account_id, x.taken_at, x.balance, x.equity, x.margin, x.free_margin,
+               x.margin_level, v_completed
+          from jsonb_to_record(v_snapshot) as x(
+               taken_at timestamptz, balance numeric(28, 8), equity numeric(28, 8),
+               margin numeric(28, 8), free_margin numeric(28, 8), margin_level numeric(28, 8))
+        on conflict (account_id, taken_at) do update
+           set balance = excluded.balance,
+               equity = excluded.equity,
+               margin = excluded.margin,
+               free_margin = excluded.free_margin,
+               margin_level = excluded.margin_level
+         where (s.balance, s.equity, s.margin, s.free_margin, s.margin_level)
+               is distinct from
+               (excluded.balance, excluded.equity, excluded.margin, excluded.free_margin,
+                excluded.margin_level);
+    end if;
+
+    -- ------------------------------------------------ (f) quarantine
+    v_stage := 'quarantine';
+    insert into public.sync_quarantine
+        (sync_id, kind, ordinal, account_id, ticket, reasons, record, created_at)
+    select v_sync_id, coalesce(e.j ->> 'kind', 'unknown'), e.ord::integer, v_account_id,
+           (e.j ->> 'ticket')::bigint, coalesce(e.j ->> 'reasons', ''),
+           coalesce(e.j -> 'record', 'null'::jsonb), v_completed
+      from jsonb_array_elements(p -> 'quarantine') with ordinality as e(j, ord)
+    on conflict (sync_id, kind, ordinal) do nothing;
+
+    -- ------------------------------------------------ (a, g, h, j) the account row
+    v_stage := 'trading_accounts';
+    v_new := v_old;
+    if v_account is not null then
+        select x.balance, x.equity, x.margin, x.free_margin, x.margin_level, x.currency,
+               x.leverage, x.margin_mode, coalesce(v_old.broker_name, nullif(x.company, ''))
+          into v_new.balance, v_new.equity, v_new.margin, v_new.free_margin, v_new.margin_level,
+               v_new.currency, v_new.leverage, v_new.margin_mode, v_new.broker_name
+          from jsonb_to_record(v_account) as x(
+               balance numeric(28, 8), equity numeric(28, 8), margin numeric(28, 8),
+               free_margin numeric(28, 8), margin_level numeric(28, 8), currency text,
+               leverage integer, margin_mode text, company text);
+    end if;
+    if v_cursor is not null and (v_old.history_cursor is null or v_cursor > v_old.history_cursor) then
+        v_new.history_cursor := v_cursor;
+    end if;
+    v_new.last_sync_at := greatest(v_old.last_sync_at, v_completed);
+    if v_status = 'success' then
+        v_new.last_successful_sync_at := greatest(v_old.last_successful_sync_at, v_completed);
+        v_new.sync_failure_count := 0;
+        v_new.last_connection_error := null;
+    else
+        v_new.last_connection_error := v_error_message;
+    end if;
+    if v_new is distinct from v_old then
+        v_new.updated_at := v_completed;
+    end if;
+    -- The lease is bookkeeping: releasing it does not count as a change of the account.
+    if v_lease_holder is not null and v_old.sync_lease_holder = v_lease_holder then
+        v_new.sync_lease_holder := null;
+        v_new.sync_lease_until := null;
+    end if;
+    if v_new is distinct from v_old then
+        update public.trading_accounts
+           set balance = v_new.balance,
+               equity = v_new.equity,
+               margin = v_new.margin,
+               free_margin = v_new.free_margin,
+               margin_level = v_new.margin_level,
+               currency = v_new.currency,
+               leverage = v_new.leverage,
+               margin_mode = v_new.margin_mode,
+               broker_name = v_new.broker_name,
+               history_cursor = v_new.history_cursor,
+               last_sync_at = v_new.last_sync_at,
+               last_successful_sync_at = v_new.last_successful_sync_at,
+               sync_failure_count = v_new.sync_failure_count,
+               last_connection_error = v_new.last_connection_error,
+               sync_lease_holder = v_new.sync_lease_holder,
+               sync_lease_until = v_new.sync_lease_until,
+               updated_at = v_new.updated_at
+         where id = v_account_id;
+    end if;
+
+    -- ------------------------------------------------ (i) the log row
+    v_stage := 'sync_logs';
+    insert into public.sync_logs as l
+        (sync_id, account_id, execution_id, flow_run_id, trigger, sync_type, status, started_at,
+         completed_at, duration_ms, trades_synced, deals_synced, error_code, error_message,
+         details, created_at)
+    values
+        (v_sync_id, v_account_id, v_execution_id, v_flow_run_id, v_trigger, v_sync_type,
+         v_status, v_started, v_completed, v_duration_ms, v_n_closed + coalesce(v_n_open, 0),
+         v_n_deals, v_error_code, v_error_message,
+         jsonb_build_object(
+             'closed_trades', v_n_closed,
+             'open_positions', v_n_open,
+             'deals', v_n_deals,
+             'cash_flows', v_n_cash,
+             'quarantined', v_n_quarantine,
+             'account_updated', v_account is not null,
+             'snapshot_taken_at', v_snapshot ->> 'taken_at',
+             'history_cursor', v_cursor),
+         v_started)
+    on conflict (sync_id) do update
+       set account_id = excluded.account_id,
+           execution_id = excluded.execution_id,
+           flow_run_id = excluded.flow_run_id,
+           trigger = excluded.trigger,
+           sync_type = excluded.sync_type,
+           status = excluded.status,
+           started_at = excluded.started_at,
+           completed_at = excluded.completed_at,
+           duration_ms = excluded.duration_ms,
+           trades_synced = excluded.trades_synced,
+           deals_synced = excluded.deals_synced,
+           error_code = excluded.error_code,
+           error_message = excluded.error_message,
+           details = excluded.details
+     where (l.account_id, l.execution_id, l.flow_run_id, l.trigger, l.sync_type, l.status,
+            l.started_at, l.completed_at, l.duration_ms, l.trades_synced, l.deals_synced,
+            l.error_code, l.error_message, l.details)
+           is distinct from
+           (excluded.account_id, excluded.execution_id, excluded.flow_run_id, excluded.trigger,
+            excluded.sync_type, excluded.status, excluded.started_at, excluded.completed_at,
+            excluded.duration_ms, excluded.trades_synced, excluded.deals_synced,
+            excluded.error_code, excluded.error_message, excluded.details);
+
+    return jsonb_build_object(
+        'sync_id', v_sync_id,
+        'status', v_status,
+        'trades_synced', v_n_closed + coalesce(v_n_open, 0),
+        'deals_synced', v_n_deals,
+        'cash_flows_synced', v_n_cash,
+        'quarantined', v_n_quarantine,
+        'cursor', v_new.history_cursor);
+exception
+    when others then
+        get stacked diagnostics
+            e_state = returned_sqlstate,
+            e_message = message_text,
+            e_detail = pg_exception_detail,
+            e_hint = pg_exception_hint,
+            e_constraint = constraint_name,
+            e_table = table_name,
+            e_column = column_name;
+        if v_stage = 'payload' then
+            raise;  -- validation errors already name the field
+        end if;
+        -- Name the part of the payload that failed; keep SQLSTATE and constraint so clients can
+        -- still tell a check violation from a lost connection.
+        raise exception '%: writing % failed: %', fn, v_stage, e_message
+            using errcode = e_state,
+                  detail = coalesce(e_detail, ''),
+                  hint = coalesce(e_hint, ''),
+                  constraint = coalesce(e_constraint, ''),
+                  table = coalesce(e_table, ''),
+                  column = coalesce(e_column, '');
+end
+$$;
+
+--
+-- Name: mt5_commit_staged_account_sync(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_commit_staged_account_sync(p jsonb) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    fn constant text := 'mt5_commit_staged_account_sync';
+    v_sync_id uuid := public.mt5_payload_uuid(p, fn, 'sync_id');
+    v_account_id uuid := public.mt5_payload_uuid(p, fn, 'account_id');
+    v_staged jsonb := public.mt5_payload_object(p, fn, 'staged');
+    v_full jsonb := p - 'staged';
+    v_part text;
+    v_spec jsonb;
+    v_chunks integer;
+    v_rows integer;
+    v_found_chunks integer;
+    v_found_rows integer;
+    v_missing text;
+    v_status text;
+    v_result jsonb;
+begin
+    if v_staged is null then
+        raise exception '%: payload field "staged" is required (a JSON object)', fn
+            using errcode = 'invalid_parameter_value';
+    end if;
+    -- Same lock as the commit takes first: the replay check below cannot race a commit.
+    perform 1 from public.trading_accounts where id = v_account_id for update;
+    if not found then
+        raise exception '%: unknown account_id %', fn, v_account_id
+            using errcode = 'foreign_key_violation';
+    end if;
+
+    for v_part, v_spec in select key, value from jsonb_each(v_staged) loop
+        if v_part not in ('deals', 'cash_flows', 'closed_trades', 'open_positions', 'quarantine') then
+            raise exception '%: cannot stage part "%"', fn, v_part
+                using errcode = 'invalid_parameter_value';
+        end if;
+        begin
+            v_chunks := (v_spec ->> 'chunks')::integer;
+            v_rows := (v_spec ->> 'rows')::integer;
+        exception when invalid_text_representation or numeric_value_out_of_range then
+            v_chunks := null;
+        end;
+        if v_chunks is null or v_rows is null or v_chunks < 0 or v_rows < 0 then
+            raise exception '%: staged.% must be {"chunks": n, "rows": m}', fn, v_part
+                using errcode = 'invalid_parameter_value';
+        end if;
+        select count(*), coalesce(sum(c.row_count), 0)
+          into v_found_chunks, v_found_rows
+          from public.sync_commit_chunks c
+         where c.sync_id = v_sync_id and c.part = v_part and c.seq < v_chunks
+           and c.account_id = v_account_id;
+        if v_found_chunks <> v_chunks or v_found_rows <> v_rows then
+            v_missing := format('%s: %s of %s chunks, %s of %s rows',
+                                v_part, v_found_chunks, v_chunks, v_found_rows, v_rows);
+            exit;
+        end if;
+        v_full := jsonb_set(
+            v_full, array[v_part],
+            (case when jsonb_typeof(v_full -> v_part) = 'array' then v_full -> v_part
+                  else '[]'::jsonb end)
+            || coalesce((select jsonb_agg(e.j order by c.seq, e.ord)
+                           from public.sync_commit_chunks c
+                          cross join lateral jsonb_array_elements(c.rows)
+                                with ordinality as e(j, ord)
+                          where c.sync_id = v_sync_id and c.part = v_part and c.seq < v_chunks),
+                        '[]'::jsonb));
+    end loop;
+
+    if v_missing is not null then
+        select l.status into v_status
+          from public.sync_logs l
+         where l.sync_id = v_sync_id and l.account_id = v_account_id;
+        if v_status in ('success', 'partial') then
+            delete from public.sync_commit_chunks where sync_id = v_sync_id;
+            select jsonb_build_object(
+                       'sync_id', l.sync_id,
+                       'status', l.status,
+                       'trades_synced', l.trades_synced,
+                       'deals_synced', l.deals_synced,
+                       'cash_flows_synced', coalesce((l.details ->> 'cash_flows')::integer, 0),
+                       'quarantined', coalesce((l.details ->> 'quarantined')::integer, 0),
+                       'cursor', a.history_cursor)
+              into v_result
+              from public.sync_logs l
+              join public.trading_accounts a on a.id = l.account_id
+             where l.sync_id = v_sync_id;
+            return v_result;
+        end if;
+        raise exception '%: staged chunks of sync % are incomplete (%); stage them again',
+            fn, v_sync_id, v_missing
+            using errcode = 'object_not_in_prerequisite_state';
+    end if;
+
+    v_result := public.mt5_commit_account_sync(v_full);
+    delete from public.sync_commit_chunks where sync_id = v_sync_id;
+    delete from public.sync_commit_chunks
+     where account_id = v_account_id and created_at < now() - interval '1 day';
+    return v_result;
+end
+$$;
+
+--
+-- Name: mt5_mark_sync_started(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_mark_sync_started(p jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    fn constant text := 'mt5_mark_sync_started';
+    v_sync_id uuid := public.mt5_payload_uuid(p, fn, 'sync_id');
+    v_account_id uuid := public.mt5_payload_uuid(p, fn, 'account_id');
+    v_execution_id uuid := public.mt5_payload_uuid(p, fn, 'execution_id', false);
+    v_flow_run_id uuid := public.mt5_payload_uuid(p, fn, 'flow_run_id', false);
+    v_trigger text := public.mt5_payload_choice(p, fn, 'trigger', array['scheduled', 'manual', 'backfill']);
+    v_sync_type text := public.mt5_payload_choice(p, fn, 'sync_type', array['full', 'incremental']);
+    v_started timestamptz := public.mt5_payload_timestamptz(p, fn, 'started_at');
+begin
+    if not exists (select 1 from public.trading_accounts where id = v_account_id) then
+        raise exception '%: unknown account_id %', fn, v_account_id
+            using errcode = 'foreign_key_violation';
+    end if;
+
+    insert into public.sync_logs as l
+        (sync_id, account_id, execution_id, flow_run_id, trigger, sync_type, status,
+         started_at, created_at)
+    values
+        (v_sync_id, v_account_id, v_execution_id, v_flow_run_id, v_trigger, v_sync_type,
+         'processing', v_started, v_started)
+    on conflict (sync_id) do update
+       set account_id = excluded.account_id,
+           execution_id = excluded.execution_id,
+           flow_run_id = excluded.flow_run_id,
+           trigger = excluded.trigger,
+           sync_type = excluded.sync_type,
+           started_at = excluded.started_at
+     where l.status = 'processing'
+       and (l.account_id, l.execution_id, l.flow_run_id, l.trigger, l.sync_type, l.started_at)
+           is distinct from
+           (excluded.account_id, excluded.execution_id, excluded.flow_run_id, excluded.trigger,
+            excluded.sync_type, excluded.started_at);
+end
+$$;
+
+--
+-- Name: mt5_payload_array_length(jsonb, text, text, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_payload_array_length(p jsonb, fn text, key text, nullable boolean DEFAULT false) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    if not (p ? key) or jsonb_typeof(p -> key) = 'null' then
+        if nullable then
+            return null;
+        end if;
+        raise exception '%: payload field "%" is required (a JSON array)', fn, key
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if jsonb_typeof(p -> key) <> 'array' then
+        raise exception '%: payload field "%" must be a JSON array, got %', fn, key, jsonb_typeof(p -> key)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if exists (select 1 from jsonb_array_elements(p -> key) e where jsonb_typeof(e) <> 'object') then
+        raise exception '%: every element of payload field "%" must be a JSON object', fn, key
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return jsonb_array_length(p -> key);
+end
+$$;
+
+--
+-- Name: mt5_payload_choice(jsonb, text, text, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_payload_choice(p jsonb, fn text, key text, allowed text[]) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+declare
+    v text := public.mt5_payload_text(p, fn, key, true);
+begin
+    if not (v = any (allowed)) then
+        raise exception '%: payload field "%" must be one of %, got "%"', fn, key, allowed, left(v, 80)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return v;
+end
+$$;
+
+--
+-- Name: mt5_payload_columns(jsonb, text, text, text[], boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_payload_columns(p jsonb, fn text, key text, cols text[], nullable boolean DEFAULT false) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+declare
+    v jsonb := p -> key;
+    v_cols jsonb;
+    v_rows integer;
+    v_bad text;
+begin
+    if v is null or jsonb_typeof(v) = 'null' then
+        if nullable then
+            return null;
+        end if;
+        raise exception '%: payload field "%" is required (a JSON array)', fn, key
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if jsonb_typeof(v) = 'array' then
+        if exists (select 1 from jsonb_array_elements(v) e where jsonb_typeof(e) <> 'object') then
+            raise exception '%: every element of payload field "%" must be a JSON object', fn, key
+                using errcode = 'invalid_parameter_value';
+        end if;
+        if jsonb_array_length(v) = 0 then
+            return '{"rows": 0, "columns": {}}'::jsonb;
+        end if;
+        return jsonb_build_object(
+            'rows', jsonb_array_length(v),
+            'columns', (select jsonb_object_agg(k, (select jsonb_agg(e.j -> k order by e.o)
+                                                      from jsonb_array_elements(v)
+                                                           with ordinality as e(j, o)))
+                          from unnest(cols) as k));
+    else
+        v_cols := v -> 'columns';
+        if jsonb_typeof(v) <> 'object' or jsonb_typeof(v_cols) is distinct from 'object'
+           or jsonb_typeof(v -> 'rows') is distinct from 'number'
+           or (select count(*) from jsonb_object_keys(v)) <> 2 then
+            raise exception '%: payload field "%" must be a JSON array of rows or {"rows": n, "columns": {...}}, got %',
+                fn, key, jsonb_typeof(v)
+                using errcode = 'invalid_parameter_value';
+        end if;
+        begin
+            v_rows := (v ->> 'rows')::integer;
+        exception when invalid_text_representation or numeric_value_out_of_range then
+            v_rows := -1;
+        end;
+        if v_rows < 0 then
+            raise exception '%: payload field "%.rows" must be a non-negative integer', fn, key
+                using errcode = 'invalid_parameter_value';
+        end if;
+        select c.key into v_bad from jsonb_each(v_cols) c
+         where jsonb_typeof(c.value) not in ('array', 'string') limit 1;
+        if v_bad is not null then
+            raise exception '%: column "%" of payload field "%" must be a JSON array or an array literal',
+                fn, v_bad, key
+                using errcode = 'invalid_parameter_value';
+        end if;
+        -- Each column's length is checked against "rows" as it is cast (mt5_col_check).
+        return v;
+    end if;
+end
+$$;
+
+--
+-- Name: mt5_payload_object(jsonb, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_payload_object(p jsonb, fn text, key text) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    if not (p ? key) or jsonb_typeof(p -> key) = 'null' then
+        return null;
+    end if;
+    if jsonb_typeof(p -> key) <> 'object' then
+        raise exception '%: payload field "%" must be a JSON object or null, got %', fn, key, jsonb_typeof(p -> key)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return p -> key;
+end
+$$;
+
+--
+-- Name: mt5_payload_text(jsonb, text, text, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_payload_text(p jsonb, fn text, key text, required boolean DEFAULT true) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    if p is null or jsonb_typeof(p) <> 'object' then
+        raise exception '%: payload must be a JSON object', fn
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if not (p ? key) or jsonb_typeof(p -> key) = 'null' then
+        if required then
+            raise exception '%: payload field "%" is required', fn, key
+                using errcode = 'invalid_parameter_value';
+        end if;
+        return null;
+    end if;
+    if jsonb_typeof(p -> key) not in ('string', 'number') then
+        raise exception '%: payload field "%" must be a string, got %', fn, key, jsonb_typeof(p -> key)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return p ->> key;
+end
+$$;
+
+--
+-- Name: mt5_payload_timestamptz(jsonb, text, text, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_payload_timestamptz(p jsonb, fn text, key text, required boolean DEFAULT true) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $_$
+declare
+    v text := public.mt5_payload_text(p, fn, key, required);
+begin
+    if v is null then
+        return null;
+    end if;
+    if v !~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|z|[+-]\d{2}(:?\d{2})?)$' then
+        raise exception '%: payload field "%" must be an ISO 8601 timestamp with offset, got "%"',
+            fn, key, left(v, 80)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return v::timestamptz;
+exception
+    when datetime_field_overflow or invalid_datetime_format then
+        raise exception '%: payload field "%" is not a valid timestamp: "%"', fn, key, left(v, 80)
+            using errcode = 'invalid_parameter_value';
+end
+$_$;
+
+--
+-- Name: mt5_payload_uuid(jsonb, text, text, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_payload_uuid(p jsonb, fn text, key text, required boolean DEFAULT true) RETURNS uuid
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $_$
+declare
+    v text := public.mt5_payload_text(p, fn, key, required);
+begin
+    if v is null then
+        return null;
+    end if;
+    if v !~* '^\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?$' then
+        raise exception '%: payload field "%" must be a UUID, got "%"', fn, key, left(v, 80)
+            using errcode = 'invalid_parameter_value';
+    end if;
+    return v::uuid;
+end
+$_$;
+
+--
+-- Name: mt5_record_sync_failure(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_record_sync_failure(p jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    fn constant text := 'mt5_record_sync_failure';
+    v_sync_id uuid := public.mt5_payload_uuid(p, fn, 'sync_id');
+    v_account_id uuid := public.mt5_payload_uuid(p, fn, 'account_id');
+    v_execution_id uuid := public.mt5_payload_uuid(p, fn, 'execution_id', false);
+    v_flow_run_id uuid := public.mt5_payload_uuid(p, fn, 'flow_run_id', false);
+    v_trigger text := public.mt5_payload_choice(p, fn, 'trigger', array['scheduled', 'manual', 'backfill']);
+    v_sync_type text := public.mt5_payload_choice(p, fn, 'sync_type', array['full', 'incremental']);
+    v_error_code text := public.mt5_payload_text(p, fn, 'error_code');
+    v_error_message text := public.mt5_payload_text(p, fn, 'error_message');
+    v_started timestamptz := public.mt5_payload_timestamptz(p, fn, 'started_at');
+    v_completed timestamptz := public.mt5_payload_timestamptz(p, fn, 'completed_at');
+    v_lease_holder uuid := public.mt5_payload_uuid(p, fn, 'lease_holder', false);
+    v_duration_ms integer;
+    v_existing text;
+begin
+    begin
+        v_duration_ms := public.mt5_payload_text(p, fn, 'duration_ms', false)::integer;
+    exception when invalid_text_representation or numeric_value_out_of_range then
+        raise exception '%: payload field "duration_ms" must be an integer', fn
+            using errcode = 'invalid_parameter_value';
+    end;
+
+    perform 1 from public.trading_accounts where id = v_account_id for update;
+    if not found then
+        raise exception '%: unknown account_id %', fn, v_account_id
+            using errcode = 'foreign_key_violation';
+    end if;
+
+    if v_lease_holder is not null then
+        perform public.mt5_release_sync_lease(v_account_id, v_lease_holder);
+    end if;
+
+    select status into v_existing from public.sync_logs where sync_id = v_sync_id;
+    if v_existing in ('failed', 'success', 'partial') then
+        return;
+    end if;
+
+    update public.trading_accounts
+       set sync_failure_count = sync_failure_count + 1,
+           last_connection_error = v_error_message,
+           last_sync_at = greatest(last_sync_at, v_completed),
+           updated_at = v_completed
+     where id = v_account_id;
+
+    insert into public.sync_logs as l
+        (sync_id, account_id, execution_id, flow_run_id, trigger, sync_type, status, started_at,
+         completed_at, duration_ms, trades_synced, deals_synced, error_code, error_message,
+         details, created_at)
+    values
+        (v_sync_id, v_account_id, v_execution_id, v_flow_run_id, v_trigger, v_sync_type,
+         'failed', v_started, v_completed, v_duration_ms, 0, 0, v_error_code, v_error_message,
+         null, v_started)
+    on conflict (sync_id) do update
+       set account_id = excluded.account_id,
+           execution_id = excluded.execution_id,
+           flow_run_id = excluded.flow_run_id,
+           trigger = excluded.trigger,
+           sync_type = excluded.sync_type,
+           status = excluded.status,
+           started_at = excluded.started_at,
+           completed_at = excluded.completed_at,
+           duration_ms = excluded.duration_ms,
+           trades_synced = excluded.trades_synced,
+           deals_synced = excluded.deals_synced,
+           error_code = excluded.error_code,
+           error_message = excluded.error_message,
+           details = excluded.details;
+end
+$$;
+
+--
+-- Name: mt5_record_syncs_deferred(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_record_syncs_deferred(p jsonb) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    fn constant text := 'mt5_record_syncs_deferred';
+    v_execution_id uuid := public.mt5_payload_uuid(p, fn, 'execution_id', false);
+    v_flow_run_id uuid := public.mt5_payload_uuid(p, fn, 'flow_run_id', false);
+    v_trigger text := public.mt5_payload_choice(p, fn, 'trigger', array['scheduled', 'manual', 'backfill']);
+    v_sync_type text := public.mt5_payload_choice(p, fn, 'sync_type', array['full', 'incremental']);
+    v_at timestamptz := public.mt5_payload_timestamptz(p, fn, 'deferred_at');
+    v_reason text := public.mt5_payload_text(p, fn, 'reason', false);
+    v_n integer;
+begin
+    perform public.mt5_payload_array_length(p, fn, 'syncs');
+    insert into public.sync_logs
+        (sync_id, account_id, execution_id, flow_run_id, trigger, sync_type, status,
+         started_at, completed_at, duration_ms, trades_synced, deals_synced, error_code,
+         error_message, details, created_at)
+    select x.sync_id, x.account_id, v_execution_id, v_flow_run_id, v_trigger, v_sync_type,
+           'deferred', v_at, v_at, 0, 0, 0, 'deadline',
+           coalesce(x.message, v_reason, 'deferred to the next cycle'),
+           jsonb_build_object('estimate_ms', x.estimate_ms), v_at
+      from jsonb_to_recordset(p -> 'syncs') as x(
+           sync_id uuid, account_id uuid, estimate_ms integer, message text)
+      join public.trading_accounts as a on a.id = x.account_id
+     where x.sync_id is not null
+    on conflict (sync_id) do nothing;
+    get diagnostics v_n = row_count;
+    return v_n;
+end
+$$;
+
+--
+-- Name: mt5_release_manual_sync(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_release_manual_sync(p_sync_id uuid) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    v_account_id uuid;
+    v_details jsonb;
+    v_restored boolean := false;
+begin
+    delete from public.sync_logs as l
+     where l.sync_id = p_sync_id and l.trigger = 'manual' and l.status = 'processing'
+    returning l.account_id, l.details into v_account_id, v_details;
+    if not found or v_details is null or not (v_details ? 'claimed_at') then
+        return false;
+    end if;
+
+    update public.trading_accounts as a
+       set last_manual_sync_at = (v_details ->> 'previous_manual_sync_at')::timestamptz
+     where a.id = v_account_id
+       and a.last_manual_sync_at = (v_details ->> 'claimed_at')::timestamptz
+    returning true into v_restored;
+    return coalesce(v_restored, false);
+end
+$$;
+
+--
+-- Name: mt5_release_sync_lease(uuid, uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    update public.trading_accounts
+       set sync_lease_holder = null,
+           sync_lease_until = null
+     where id = p_account_id
+       and sync_lease_holder = p_holder;
+$$;
+
+--
+-- Name: mt5_sync_duration_estimates(uuid[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_sync_duration_estimates(p_account_ids uuid[] DEFAULT NULL::uuid[], p_last integer DEFAULT 5) RETURNS TABLE(account_id uuid, median_ms integer, samples integer)
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    select a.id,
+           round(percentile_cont(0.5) within group (order by l.duration_ms))::integer,
+           count(*)::integer
+      from (select t.id from public.trading_accounts as t
+             where (p_account_ids is null and t.is_active)
+                or t.id = any (p_account_ids)) as a
+     cross join lateral (
+           select s.duration_ms
+             from public.sync_logs as s
+            where s.account_id = a.id
+              and s.status in ('success', 'partial', 'failed')
+              and s.duration_ms is not null
+            order by s.started_at desc
+            limit greatest(1, coalesce(p_last, 5))
+     ) as l
+     group by a.id;
+$$;
+
+--
+-- Name: mt5_trade_columns(jsonb, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_trade_columns(c jsonb, n integer) RETURNS TABLE(ticket bigint, symbol text, side text, status text, volume numeric, open_price numeric, open_time_utc timestamp with time zone, open_time_server bigint, close_price numeric, close_time_utc timestamp with time zone, close_time_server bigint, stop_loss numeric, take_profit numeric, current_price numeric, profit numeric, swap numeric, commission numeric, fee numeric, net_profit numeric, magic bigint, comment text, deal_count integer, ord bigint)
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    return query select * from unnest(
+                   mt5_col_bigint(c, 'ticket', n),
+                   mt5_col_text(c, 'symbol', n),
+                   mt5_col_text(c, 'side', n),
+                   mt5_col_text(c, 'status', n),
+                   mt5_col_numeric(c, 'volume', n),
+                   mt5_col_numeric(c, 'open_price', n),
+                   mt5_col_timestamptz(c, 'open_time_utc', n),
+                   mt5_col_bigint(c, 'open_time_server', n),
+                   mt5_col_numeric(c, 'close_price', n),
+                   mt5_col_timestamptz(c, 'close_time_utc', n),
+                   mt5_col_bigint(c, 'close_time_server', n),
+                   mt5_col_numeric(c, 'stop_loss', n),
+                   mt5_col_numeric(c, 'take_profit', n),
+                   mt5_col_numeric(c, 'current_price', n),
+                   mt5_col_numeric(c, 'profit', n),
+                   mt5_col_numeric(c, 'swap', n),
+                   mt5_col_numeric(c, 'commission', n),
+                   mt5_col_numeric(c, 'fee', n),
+                   mt5_col_numeric(c, 'net_profit', n),
+                   mt5_col_bigint(c, 'magic', n),
+                   mt5_col_text(c, 'comment', n),
+                   mt5_col_int(c, 'deal_count', n))
+                   with ordinality as u(
+                   ticket, symbol, side, status, volume, open_price, open_time_utc,
+                   open_time_server, close_price, close_time_utc, close_time_server, stop_loss,
+                   take_profit, current_price, profit, swap, commission, fee, net_profit, magic,
+                   comment, deal_count, ord);
+end
+$$;
+
+--
+-- Name: account_snapshots; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.account_snapshots (
+    account_id uuid NOT NULL,
+    taken_at timestamp with time zone NOT NULL,
+    balance numeric(28,8) NOT NULL,
+    equity numeric(28,8) NOT NULL,
+    margin numeric(28,8) NOT NULL,
+    free_margin numeric(28,8) NOT NULL,
+    margin_level numeric(28,8),
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: cash_flows; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.cash_flows (
+    account_id uuid NOT NULL,
+    deal_ticket bigint NOT NULL,
+    type integer NOT NULL,
+    kind text NOT NULL,
+    amount numeric(28,8) NOT NULL,
+    "time" timestamp with time zone NOT NULL,
+    time_server bigint NOT NULL,
+    comment text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: deals; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.deals (
+    account_id uuid NOT NULL,
+    ticket bigint NOT NULL,
+    order_ticket bigint NOT NULL,
+    position_id bigint NOT NULL,
+    "time" timestamp with time zone NOT NULL,
+    time_server bigint NOT NULL,
+    time_msc_server bigint NOT NULL,
+    type integer NOT NULL,
+    entry integer NOT NULL,
+    magic bigint NOT NULL,
+    reason integer NOT NULL,
+    volume numeric(28,8) NOT NULL,
+    price numeric(28,8) NOT NULL,
+    commission numeric(28,8) NOT NULL,
+    swap numeric(28,8) NOT NULL,
+    profit numeric(28,8) NOT NULL,
+    fee numeric(28,8) NOT NULL,
+    symbol text NOT NULL,
+    comment text NOT NULL,
+    external_id text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: sync_logs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sync_logs (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    sync_id uuid NOT NULL,
+    account_id uuid NOT NULL,
+    execution_id uuid,
+    flow_run_id uuid,
+    trigger text NOT NULL,
+    sync_type text NOT NULL,
+    status text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    completed_at timestamp with time zone,
+    duration_ms integer,
+    trades_synced integer DEFAULT 0 NOT NULL,
+    deals_synced integer DEFAULT 0 NOT NULL,
+    error_code text,
+    error_message text,
+    details jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sync_logs_status_check CHECK ((status = ANY (ARRAY['processing'::text, 'success'::text, 'partial'::text, 'failed'::text, 'deferred'::text, 'skipped'::text]))),
+    CONSTRAINT sync_logs_sync_type_check CHECK ((sync_type = ANY (ARRAY['full'::text, 'incremental'::text]))),
+    CONSTRAINT sync_logs_trigger_check CHECK ((trigger = ANY (ARRAY['scheduled'::text, 'manual'::text, 'backfill'::text])))
+);
+
+--
+-- Name: trading_accounts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.trading_accounts (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    login_number bigint NOT NULL,
+    broker_name text,
+    broker_server text NOT NULL,
+    investor_password_encrypted text NOT NULL,
+    server_time_rule text DEFAULT 'ny+7'::text NOT NULL,
+    is_active boolean DEFAULT true NOT NULL,
+    currency text,
+    leverage integer,
+    margin_mode text,
+    balance numeric(28,8),
+    equity numeric(28,8),
+    margin numeric(28,8),
+    free_margin numeric(28,8),
+    margin_level numeric(28,8),
+    last_sync_at timestamp with time zone,
+    last_successful_sync_at timestamp with time zone,
+    sync_failure_count integer DEFAULT 0 NOT NULL,
+    last_connection_error text,
+    history_cursor timestamp with time zone,
+    sync_lease_holder uuid,
+    sync_lease_until timestamp with time zone,
+    last_manual_sync_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT trading_accounts_failure_count_check CHECK ((sync_failure_count >= 0))
+);
+
+--
+-- Name: TABLE trading_accounts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.trading_accounts IS 'MT5 accounts synced by mt5-sync; one row per (server, login, user).';
+
+--
+-- Name: mt5_accounts_with_failures; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.mt5_accounts_with_failures WITH (security_invoker='true') AS
+ SELECT a.id AS account_id,
+    a.user_id,
+    a.login_number,
+    a.broker_name,
+    a.broker_server,
+    a.sync_failure_count,
+    a.last_connection_error,
+    a.last_sync_at,
+    a.last_successful_sync_at,
+    f.error_code AS last_error_code,
+    f.completed_at AS last_failed_at
+   FROM (public.trading_accounts a
+     LEFT JOIN LATERAL ( SELECT l.error_code,
+            l.completed_at
+           FROM public.sync_logs l
+          WHERE ((l.account_id = a.id) AND (l.status = 'failed'::text))
+          ORDER BY l.started_at DESC
+         LIMIT 1) f ON (true))
+  WHERE ((a.sync_failure_count > 0) AND a.is_active);
+
+--
+-- Name: mt5_recent_syncs; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.mt5_recent_syncs WITH (security_invoker='true') AS
+ SELECT l.started_at,
+    l.completed_at,
+    l.account_id,
+    a.user_id,
+    a.login_number,
+    a.broker_name,
+    a.broker_server,
+    l.trigger,
+    l.sync_type,
+    l.status,
+    l.trades_synced,
+    l.deals_synced,
+    l.duration_ms,
+    l.error_code,
+    l.error_message,
+    l.sync_id,
+    l.execution_id,
+    l.flow_run_id
+   FROM (public.sync_logs l
+     JOIN public.trading_accounts a ON ((a.id = l.account_id)))
+  WHERE (l.started_at > (now() - '7 days'::interval));
+
+--
+-- Name: mt5_sync_performance_by_hour; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.mt5_sync_performance_by_hour WITH (security_invoker='true') AS
+ SELECT (EXTRACT(hour FROM (started_at AT TIME ZONE 'UTC'::text)))::integer AS hour_utc,
+    count(*) AS sync_count,
+    count(*) FILTER (WHERE (status = 'failed'::text)) AS failures,
+    (round(avg(duration_ms)))::integer AS avg_duration_ms,
+    max(duration_ms) AS max_duration_ms,
+    (percentile_cont((0.95)::double precision) WITHIN GROUP (ORDER BY ((duration_ms)::double precision)))::integer AS p95_duration_ms,
+    sum(trades_synced) AS total_trades_synced,
+    sum(deals_synced) AS total_deals_synced
+   FROM public.sync_logs l
+  WHERE ((started_at > (now() - '7 days'::interval)) AND (completed_at IS NOT NULL))
+  GROUP BY ((EXTRACT(hour FROM (started_at AT TIME ZONE 'UTC'::text)))::integer);
+
+--
+-- Name: mt5_sync_success_rate_24h; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.mt5_sync_success_rate_24h AS
+SELECT
+    NULL::uuid AS account_id,
+    NULL::uuid AS user_id,
+    NULL::bigint AS login_number,
+    NULL::text AS broker_name,
+    NULL::text AS broker_server,
+    NULL::bigint AS total_syncs,
+    NULL::bigint AS successes,
+    NULL::bigint AS partials,
+    NULL::bigint AS failures,
+    NULL::bigint AS in_progress,
+    NULL::bigint AS skipped,
+    NULL::numeric AS success_rate_pct,
+    NULL::integer AS avg_duration_ms,
+    NULL::timestamp with time zone AS last_started_at;
+
+--
+-- Name: sync_commit_chunks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sync_commit_chunks (
+    sync_id uuid NOT NULL,
+    part text NOT NULL,
+    seq integer NOT NULL,
+    account_id uuid NOT NULL,
+    row_count integer NOT NULL,
+    rows jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sync_commit_chunks_part_check CHECK ((part = ANY (ARRAY['deals'::text, 'cash_flows'::text, 'closed_trades'::text, 'open_positions'::text, 'quarantine'::text]))),
+    CONSTRAINT sync_commit_chunks_rows_check CHECK (((jsonb_typeof(rows) = 'array'::text) AND (row_count = jsonb_array_length(rows)))),
+    CONSTRAINT sync_commit_chunks_seq_check CHECK ((seq >= 0))
+);
+
+--
+-- Name: TABLE sync_commit_chunks; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.sync_commit_chunks IS 'Chunks of large commits staged over the Data API; emptied by mt5_commit_staged_account_sync.';
+
+--
+-- Name: sync_quarantine; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sync_quarantine (
+    sync_id uuid NOT NULL,
+    kind text NOT NULL,
+    ordinal integer NOT NULL,
+    account_id uuid NOT NULL,
+    ticket bigint,
+    reasons text NOT NULL,
+    record jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: trades; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.trades (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    account_id uuid NOT NULL,
+    ticket bigint NOT NULL,
+    symbol text NOT NULL,
+    side text NOT NULL,
+    type text GENERATED ALWAYS AS (side) STORED,
+    status text NOT NULL,
+    volume numeric(28,8) NOT NULL,
+    open_price numeric(28,8) NOT NULL,
+    open_time timestamp with time zone NOT NULL,
+    open_time_server bigint NOT NULL,
+    close_price numeric(28,8),
+    close_time timestamp with time zone,
+    close_time_server bigint,
+    stop_loss numeric(28,8),
+    take_profit numeric(28,8),
+    current_price numeric(28,8),
+    profit numeric(28,8) NOT NULL,
+    swap numeric(28,8) NOT NULL,
+    commission numeric(28,8) NOT NULL,
+    fee numeric(28,8) NOT NULL,
+    net_profit numeric(28,8) NOT NULL,
+    magic bigint NOT NULL,
+    comment text NOT NULL,
+    deal_count integer NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT trades_closed_has_close_time_check CHECK (((status = 'open'::text) OR (close_time IS NOT NULL))),
+    CONSTRAINT trades_side_check CHECK ((side = ANY (ARRAY['buy'::text, 'sell'::text]))),
+    CONSTRAINT trades_status_check CHECK ((status = ANY (ARRAY['open'::text, 'closed'::text])))
+);
+
+--
+-- Name: account_snapshots account_snapshots_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.account_snapshots
+    ADD CONSTRAINT account_snapshots_pkey PRIMARY KEY (account_id, taken_at);
+
+--
+-- Name: cash_flows cash_flows_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.cash_flows
+    ADD CONSTRAINT cash_flows_pkey PRIMARY KEY (account_id, deal_ticket);
+
+--
+-- Name: deals deals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.deals
+    ADD CONSTRAINT deals_pkey PRIMARY KEY (account_id, ticket);
+
+--
+-- Name: sync_commit_chunks sync_commit_chunks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_commit_chunks
+    ADD CONSTRAINT sync_commit_chunks_pkey PRIMARY KEY (sync_id, part, seq);
+
+--
+-- Name: sync_logs sync_logs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_logs
+    ADD CONSTRAINT sync_logs_pkey PRIMARY KEY (id);
+
+--
+-- Name: sync_logs sync_logs_sync_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_logs
+    ADD CONSTRAINT sync_logs_sync_id_key UNIQUE (sync_id);
+
+--
+-- Name: sync_quarantine sync_quarantine_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_quarantine
+    ADD CONSTRAINT sync_quarantine_pkey PRIMARY KEY (sync_id, kind, ordinal);
+
+--
+-- Name: trades trades_account_ticket_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.trades
+    ADD CONSTRAINT trades_account_ticket_key UNIQUE (account_id, ticket);
+
+--
+-- Name: trades trades_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.trades
+    ADD CONSTRAINT trades_pkey PRIMARY KEY (id);
+
+--
+-- Name: trading_accounts trading_accounts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.trading_accounts
+    ADD CONSTRAINT trading_accounts_pkey PRIMARY KEY (id);
+
+--
+-- Name: trading_accounts trading_accounts_server_login_user_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.trading_accounts
+    ADD CONSTRAINT trading_accounts_server_login_user_key UNIQUE (broker_server, login_number, user_id);
+
+--
+-- Name: cash_flows_account_time_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX cash_flows_account_time_idx ON public.cash_flows USING btree (account_id, "time");
+
+--
+-- Name: deals_account_position_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX deals_account_position_idx ON public.deals USING btree (account_id, position_id);
+
+--
+-- Name: deals_account_time_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX deals_account_time_idx ON public.deals USING btree (account_id, "time");
+
+--
+-- Name: sync_commit_chunks_account_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sync_commit_chunks_account_created_idx ON public.sync_commit_chunks USING btree (account_id, created_at);
+
+--
+-- Name: sync_logs_account_started_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sync_logs_account_started_idx ON public.sync_logs USING btree (account_id, started_at DESC);
+
+--
+-- Name: sync_logs_started_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sync_logs_started_idx ON public.sync_logs USING btree (started_at);
+
+--
+-- Name: sync_quarantine_account_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sync_quarantine_account_idx ON public.sync_quarantine USING btree (account_id, created_at);
+
+--
+-- Name: trades_account_close_time_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX trades_account_close_time_idx ON public.trades USING btree (account_id, close_time DESC);
+
+--
+-- Name: trades_account_status_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX trades_account_status_idx ON public.trades USING btree (account_id, status);
+
+--
+-- Name: trading_accounts_active_sync_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX trading_accounts_active_sync_idx ON public.trading_accounts USING btree (last_sync_at NULLS FIRST, id) WHERE is_active;
+
+--
+-- Name: trading_accounts_user_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX trading_accounts_user_idx ON public.trading_accounts USING btree (user_id);
+
+--
+-- Name: mt5_sync_success_rate_24h _RETURN; Type: RULE; Schema: public; Owner: -
+--
+
+CREATE OR REPLACE VIEW public.mt5_sync_success_rate_24h WITH (security_invoker='true') AS
+ SELECT a.id AS account_id,
+    a.user_id,
+    a.login_number,
+    a.broker_name,
+    a.broker_server,
+    count(*) AS total_syncs,
+    count(*) FILTER (WHERE (l.status = 'success'::text)) AS successes,
+    count(*) FILTER (WHERE (l.status = 'partial'::text)) AS partials,
+    count(*) FILTER (WHERE (l.status = 'failed'::text)) AS failures,
+    count(*) FILTER (WHERE (l.status = 'processing'::text)) AS in_progress,
+    count(*) FILTER (WHERE (l.status = ANY (ARRAY['deferred'::text, 'skipped'::text]))) AS skipped,
+    round(((100.0 * (count(*) FILTER (WHERE (l.status = 'success'::text)))::numeric) / (NULLIF(count(*) FILTER (WHERE (l.status = ANY (ARRAY['success'::text, 'partial'::text, 'failed'::text]))), 0))::numeric), 2) AS success_rate_pct,
+    (round(avg(l.duration_ms)))::integer AS avg_duration_ms,
+    max(l.started_at) AS last_started_at
+   FROM (public.sync_logs l
+     JOIN public.trading_accounts a ON ((a.id = l.account_id)))
+  WHERE (l.started_at > (now() - '24:00:00'::interval))
+  GROUP BY a.id;
+
+--
+-- Name: account_snapshots account_snapshots_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.account_snapshots
+    ADD CONSTRAINT account_snapshots_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: cash_flows cash_flows_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.cash_flows
+    ADD CONSTRAINT cash_flows_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: deals deals_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.deals
+    ADD CONSTRAINT deals_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: sync_commit_chunks sync_commit_chunks_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_commit_chunks
+    ADD CONSTRAINT sync_commit_chunks_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: sync_logs sync_logs_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_logs
+    ADD CONSTRAINT sync_logs_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: sync_quarantine sync_quarantine_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_quarantine
+    ADD CONSTRAINT sync_quarantine_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: trades trades_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.trades
+    ADD CONSTRAINT trades_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: trading_accounts trading_accounts_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.trading_accounts
+    ADD CONSTRAINT trading_accounts_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE CASCADE;
+
+--
+-- Name: account_snapshots; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.account_snapshots ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: account_snapshots account_snapshots_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY account_snapshots_select_own ON public.account_snapshots FOR SELECT TO authenticated USING ((account_id IN ( SELECT a.id
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: account_snapshots account_snapshots_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY account_snapshots_service_role_all ON public.account_snapshots TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: cash_flows; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.cash_flows ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: cash_flows cash_flows_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY cash_flows_select_own ON public.cash_flows FOR SELECT TO authenticated USING ((account_id IN ( SELECT a.id
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: cash_flows cash_flows_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY cash_flows_service_role_all ON public.cash_flows TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: deals; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.deals ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: deals deals_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY deals_select_own ON public.deals FOR SELECT TO authenticated USING ((account_id IN ( SELECT a.id
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: deals deals_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY deals_service_role_all ON public.deals TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: sync_commit_chunks; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.sync_commit_chunks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sync_commit_chunks sync_commit_chunks_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_commit_chunks_service_role_all ON public.sync_commit_chunks TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: sync_logs; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.sync_logs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sync_logs sync_logs_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_logs_select_own ON public.sync_logs FOR SELECT TO authenticated USING ((account_id IN ( SELECT a.id
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: sync_logs sync_logs_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_logs_service_role_all ON public.sync_logs TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: sync_quarantine; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.sync_quarantine ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sync_quarantine sync_quarantine_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_quarantine_select_own ON public.sync_quarantine FOR SELECT TO authenticated USING ((account_id IN ( SELECT a.id
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: sync_quarantine sync_quarantine_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_quarantine_service_role_all ON public.sync_quarantine TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: trades; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.trades ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: trades trades_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY trades_select_own ON public.trades FOR SELECT TO authenticated USING ((account_id IN ( SELECT a.id
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: trades trades_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY trades_service_role_all ON public.trades TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: trading_accounts; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.trading_accounts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: trading_accounts trading_accounts_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY trading_accounts_select_own ON public.trading_accounts FOR SELECT TO authenticated USING ((( SELECT auth.uid() AS uid) = user_id));
+
+--
+-- Name: trading_accounts trading_accounts_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY trading_accounts_service_role_all ON public.trading_accounts TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: supabase_realtime; Type: PUBLICATION; Schema: -; Owner: -
+--
+
+CREATE PUBLICATION supabase_realtime WITH (publish = 'insert, update, delete, truncate');
+
+--
+-- Name: supabase_realtime account_snapshots; Type: PUBLICATION TABLE; Schema: public; Owner: -
+--
+
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.account_snapshots;
+
+--
+-- Name: supabase_realtime cash_flows; Type: PUBLICATION TABLE; Schema: public; Owner: -
+--
+
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.cash_flows;
+
+--
+-- Name: supabase_realtime deals; Type: PUBLICATION TABLE; Schema: public; Owner: -
+--
+
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.deals;
+
+--
+-- Name: supabase_realtime sync_logs; Type: PUBLICATION TABLE; Schema: public; Owner: -
+--
+
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.sync_logs;
+
+--
+-- Name: supabase_realtime trades; Type: PUBLICATION TABLE; Schema: public; Owner: -
+--
+
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trades;
+
+--
+-- Name: supabase_realtime trading_accounts; Type: PUBLICATION TABLE; Schema: public; Owner: -
+--
+
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at);
+
+--
+-- Name: FUNCTION mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_claim_manual_sync(p_account_id uuid, p_user_id uuid, p_sync_id uuid, p_sync_type text, p_window_seconds integer, p_default_estimate_seconds integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_claim_manual_sync(p_account_id uuid, p_user_id uuid, p_sync_id uuid, p_sync_type text, p_window_seconds integer, p_default_estimate_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_claim_manual_sync(p_account_id uuid, p_user_id uuid, p_sync_id uuid, p_sync_type text, p_window_seconds integer, p_default_estimate_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_col_bigint(c jsonb, k text, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_col_bigint(c jsonb, k text, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_col_bigint(c jsonb, k text, n integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_col_check(a anyarray, k text, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_col_check(a anyarray, k text, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_col_check(a anyarray, k text, n integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_col_int(c jsonb, k text, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_col_int(c jsonb, k text, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_col_int(c jsonb, k text, n integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_col_literal(c jsonb, k text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_col_literal(c jsonb, k text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_col_literal(c jsonb, k text) TO service_role;
+
+--
+-- Name: FUNCTION mt5_col_numeric(c jsonb, k text, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_col_numeric(c jsonb, k text, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_col_numeric(c jsonb, k text, n integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_col_text(c jsonb, k text, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_col_text(c jsonb, k text, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_col_text(c jsonb, k text, n integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_col_timestamptz(c jsonb, k text, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_col_timestamptz(c jsonb, k text, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_col_timestamptz(c jsonb, k text, n integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_commit_account_sync(p jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_commit_account_sync(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_commit_account_sync(p jsonb) TO service_role;
+
+--
+-- Name: FUNCTION mt5_commit_staged_account_sync(p jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) TO service_role;
+
+--
+-- Name: FUNCTION mt5_mark_sync_started(p jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_mark_sync_started(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_mark_sync_started(p jsonb) TO service_role;
+
+--
+-- Name: FUNCTION mt5_payload_array_length(p jsonb, fn text, key text, nullable boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_payload_array_length(p jsonb, fn text, key text, nullable boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_payload_array_length(p jsonb, fn text, key text, nullable boolean) TO service_role;
+
+--
+-- Name: FUNCTION mt5_payload_choice(p jsonb, fn text, key text, allowed text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_payload_choice(p jsonb, fn text, key text, allowed text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_payload_choice(p jsonb, fn text, key text, allowed text[]) TO service_role;
+
+--
+-- Name: FUNCTION mt5_payload_columns(p jsonb, fn text, key text, cols text[], nullable boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_payload_columns(p jsonb, fn text, key text, cols text[], nullable boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_payload_columns(p jsonb, fn text, key text, cols text[], nullable boolean) TO service_role;
+
+--
+-- Name: FUNCTION mt5_payload_object(p jsonb, fn text, key text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_payload_object(p jsonb, fn text, key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_payload_object(p jsonb, fn text, key text) TO service_role;
+
+--
+-- Name: FUNCTION mt5_payload_text(p jsonb, fn text, key text, required boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_payload_text(p jsonb, fn text, key text, required boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_payload_text(p jsonb, fn text, key text, required boolean) TO service_role;
+
+--
+-- Name: FUNCTION mt5_payload_timestamptz(p jsonb, fn text, key text, required boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_payload_timestamptz(p jsonb, fn text, key text, required boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_payload_timestamptz(p jsonb, fn text, key text, required boolean) TO service_role;
+
+--
+-- Name: FUNCTION mt5_payload_uuid(p jsonb, fn text, key text, required boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_payload_uuid(p jsonb, fn text, key text, required boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_payload_uuid(p jsonb, fn text, key text, required boolean) TO service_role;
+
+--
+-- Name: FUNCTION mt5_record_sync_failure(p jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_record_sync_failure(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_record_sync_failure(p jsonb) TO service_role;
+
+--
+-- Name: FUNCTION mt5_record_syncs_deferred(p jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_record_syncs_deferred(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_record_syncs_deferred(p jsonb) TO service_role;
+
+--
+-- Name: FUNCTION mt5_release_manual_sync(p_sync_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_release_manual_sync(p_sync_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_release_manual_sync(p_sync_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION mt5_release_sync_lease(p_account_id uuid, p_holder uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) TO service_role;
+
+--
+-- Name: FUNCTION mt5_sync_duration_estimates(p_account_ids uuid[], p_last integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_sync_duration_estimates(p_account_ids uuid[], p_last integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_sync_duration_estimates(p_account_ids uuid[], p_last integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_trade_columns(c jsonb, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_trade_columns(c jsonb, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_trade_columns(c jsonb, n integer) TO service_role;
+
+--
+-- Name: TABLE account_snapshots; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.account_snapshots TO service_role;
+GRANT SELECT ON TABLE public.account_snapshots TO authenticated;
+
+--
+-- Name: TABLE cash_flows; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.cash_flows TO service_role;
+GRANT SELECT ON TABLE public.cash_flows TO authenticated;
+
+--
+-- Name: TABLE deals; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.deals TO service_role;
+GRANT SELECT ON TABLE public.deals TO authenticated;
+
+--
+-- Name: TABLE sync_logs; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.sync_logs TO service_role;
+GRANT SELECT ON TABLE public.sync_logs TO authenticated;
+
+--
+-- Name: TABLE trading_accounts; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.trading_accounts TO service_role;
+
+--
+-- Name: COLUMN trading_accounts.id; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(id) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.user_id; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(user_id) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.login_number; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(login_number) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.broker_name; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(broker_name) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.broker_server; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(broker_server) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.server_time_rule; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(server_time_rule) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.is_active; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(is_active) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.currency; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(currency) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.leverage; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(leverage) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.margin_mode; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(margin_mode) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.balance; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(balance) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.equity; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(equity) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.margin; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(margin) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.free_margin; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(free_margin) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.margin_level; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(margin_level) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.last_sync_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(last_sync_at) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.last_successful_sync_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(last_successful_sync_at) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.sync_failure_count; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(sync_failure_count) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.last_connection_error; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(last_connection_error) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.history_cursor; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(history_cursor) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.last_manual_sync_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(last_manual_sync_at) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.created_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(created_at) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.updated_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(updated_at) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: TABLE mt5_accounts_with_failures; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.mt5_accounts_with_failures TO authenticated;
+GRANT SELECT ON TABLE public.mt5_accounts_with_failures TO service_role;
+
+--
+-- Name: TABLE mt5_recent_syncs; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.mt5_recent_syncs TO authenticated;
+GRANT SELECT ON TABLE public.mt5_recent_syncs TO service_role;
+
+--
+-- Name: TABLE mt5_sync_performance_by_hour; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.mt5_sync_performance_by_hour TO authenticated;
+GRANT SELECT ON TABLE public.mt5_sync_performance_by_hour TO service_role;
+
+--
+-- Name: TABLE mt5_sync_success_rate_24h; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.mt5_sync_success_rate_24h TO authenticated;
+GRANT SELECT ON TABLE public.mt5_sync_success_rate_24h TO service_role;
+
+--
+-- Name: TABLE sync_commit_chunks; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.sync_commit_chunks TO service_role;
+
+--
+-- Name: TABLE sync_quarantine; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.sync_quarantine TO service_role;
+GRANT SELECT ON TABLE public.sync_quarantine TO authenticated;
+
+--
+-- Name: TABLE trades; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.trades TO service_role;
+GRANT SELECT ON TABLE public.trades TO authenticated;
+
+--
+-- PostgreSQL database dump complete
+--
