@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mt5-sync {args.command}: {exc}", file=sys.stderr)
         return preflight.EXIT_SETTINGS
     except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM/SIGHUP: cleanup has run by now
-        print(f"mt5-sync {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"mt5-sync {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return exit_code_for(exc)
 
 

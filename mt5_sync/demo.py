@@ -125,7 +125,8 @@ def run_cycle(stack: LocalStack, env: dict[str, str], store: PostgresStore, tota
         stdout, stderr = proc.communicate(timeout=900)
     except BaseException:
         stop_process_tree(proc.pid)
-        proc.communicate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=30)
         raise
     finally:
         stop.set()

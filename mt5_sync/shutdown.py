@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -99,19 +100,38 @@ def stop_process_tree(pid: int, timeout_s: float = 10.0) -> None:
 
     For children that share our process group (so a terminal's Ctrl+C reaches them but a
     SIGTERM sent to our pid does not), e.g. ``mt5-sync sync`` and its terminal workers: a
-    worker stuck in a hung terminal call would never see its stdin close. The tree is read
-    before anything is signalled, since orphans are re-parented and could no longer be found.
+    worker stuck in a hung terminal call would never notice its parent is gone. The tree is
+    read before anything is signalled and again while the root lives (it may still start a
+    process while it shuts down): once a parent is gone its orphans are re-parented and can
+    no longer be found from it.
     """
     try:
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
-    for proc in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=timeout_s)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
+    seen: dict[int, psutil.Process] = {}
+
+    def collect() -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            for proc in [root, *root.children(recursive=True)]:
+                if proc.pid not in seen:
+                    seen[proc.pid] = proc
+                    with contextlib.suppress(psutil.Error):
+                        proc.terminate()
+        return [p for p in seen.values() if _running(p)]
+
+    deadline = time.monotonic() + timeout_s
+    while collect() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = collect()
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(alive, timeout=5)
+    psutil.wait_procs(left, timeout=5)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -11,6 +11,7 @@ takes; waits are for conditions, with generous limits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -68,7 +69,9 @@ class Output:
         return "\n".join(self.lines[-80:])
 
 
-def start(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], Output]:
+def start(
+    cmd: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Output]:
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
@@ -94,16 +97,12 @@ def snapshot(pid: int, markers: Iterable[str]) -> list[psutil.Process]:
     """Everything ``pid`` runs: itself, its descendants, and the marked processes' trees."""
     found: dict[int, psutil.Process] = {}
     roots = matching(markers)
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         roots.append(psutil.Process(pid))
-    except psutil.NoSuchProcess:
-        pass
     for root in roots:
         found[root.pid] = root
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             found.update((c.pid, c) for c in root.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
     found.pop(os.getpid(), None)
     return list(found.values())
 
@@ -140,10 +139,8 @@ def reaper() -> Iterator[list[psutil.Process]]:
     recorded: list[psutil.Process] = []
     yield recorded
     for p in alive(recorded):
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
 
 
 def signal_and_check(proc: subprocess.Popen[str], out: Output, signum: int, markers: list[str],
