@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--check", action="store_true", help="send one request, wait, exit")
     args = parser.parse_args()
-    # SIGTERM/SIGHUP take Ctrl+C's way out, through the finally below (mt5_sync/shutdown.py).
+    # SIGTERM/SIGHUP take Ctrl+C's way out, through _serve's finally (mt5_sync/shutdown.py).
     with stop_on_signals():
         try:
             return _serve(args)
