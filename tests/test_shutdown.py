@@ -174,7 +174,7 @@ try:
         root = pathlib.Path(tempfile.mkdtemp(prefix="mt5sig-"))
         server = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(600)", str(root)],
-            start_new_session=True,
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
             print(f"up {root}", flush=True)
