@@ -1,4 +1,10 @@
-"""``mt5-sync`` command line: migrations, one-off syncs, credentials, the demo."""
+"""``mt5-sync`` command line: migrations, one-off syncs, credentials, the demo.
+
+Every command checks its settings first (:mod:`mt5_sync.preflight`): a missing or wrong one
+is one line on stderr and exit code 2, before anything is started. SIGTERM and SIGHUP stop a
+command the way Ctrl+C does (:mod:`mt5_sync.shutdown`), so what it started is stopped; the
+exit code is then 128 + the signal's number (130 for Ctrl+C, 143 for SIGTERM).
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,37 @@ import json
 import sys
 from typing import Any
 
+from mt5_sync import preflight
+from mt5_sync.shutdown import exit_code_for, stop_on_signals
+
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from mt5_sync.settings import load_settings
+    url = preflight.for_migrate(args.database_url)
     from mt5_sync.store.migrations import apply_migrations
 
-    applied = apply_migrations(args.database_url or load_settings().require_database_url())
+    applied = apply_migrations(url)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
 
 
+def _quiet_temporary_server() -> None:
+    """Without PREFECT_API_URL, Prefect starts a temporary server for this one command, with
+    this process's environment. Its telemetry service would log ``ERROR ... Failed to send
+    telemetry`` on any machine without internet access, which nobody running a sync can act
+    on; the local stack's servers run with it off for the same reason. An explicit
+    PREFECT_SERVER_ANALYTICS_ENABLED is kept."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _preflight_sync() -> None:
+    if not preflight.for_sync().url:
+        _quiet_temporary_server()
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
+    _preflight_sync()
     from flows.sync_trading_data import sync_trading_data
 
     summary: dict[str, Any] = asyncio.run(
@@ -38,6 +64,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync_account(args: argparse.Namespace) -> int:
+    _preflight_sync()
     from flows.sync_account import sync_account
 
     state: Any = asyncio.run(
@@ -63,19 +90,16 @@ def _cmd_generate_key(args: argparse.Namespace) -> int:
 
 
 def _cmd_encrypt_password(args: argparse.Namespace) -> int:
+    key = preflight.for_encrypt_password()
     from mt5_sync.credentials import encrypt_password
-    from mt5_sync.settings import load_settings
 
-    key = load_settings().credentials_key
-    if key is None:
-        print("MT5SYNC_CREDENTIALS_KEY is not set", file=sys.stderr)
-        return 2
     password = sys.stdin.readline().rstrip("\n")
-    print(encrypt_password(password, key.get_secret_value()))
+    print(encrypt_password(password, key))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    preflight.for_demo(args.prefect_api_workers)
     from mt5_sync.demo import run_demo
 
     return run_demo(
@@ -87,16 +111,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_prefect_db_prepare(args: argparse.Namespace) -> int:
-    import os
-
+    preflight.for_prefect_db_prepare()
     from mt5_sync.localstack import prepare_prefect_database
 
-    if not os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL") and not os.environ.get(
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL"
-    ):
-        print("PREFECT_API_DATABASE_CONNECTION_URL is not set (Prefect's own database)",
-              file=sys.stderr)
-        return 2
     try:
         prepare_prefect_database()
     except RuntimeError as exc:
@@ -154,7 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        with stop_on_signals():
+            return int(args.func(args))
+    except preflight.PreflightError as exc:
+        print(f"mt5-sync {args.command}: {exc}", file=sys.stderr)
+        return preflight.EXIT_SETTINGS
+    except KeyboardInterrupt as exc:  # Ctrl+C, or SIGTERM/SIGHUP: cleanup has run by now
+        print(f"mt5-sync {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":

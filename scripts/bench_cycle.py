@@ -404,8 +404,17 @@ def run_child(mode: str, env: dict[str, str], out: Path, extra: list[str],
             [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(proc.pid),
              "--rate", "50", "--format", "raw", "--output", py_spy, "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    code = proc.wait()
-    sampler.stop()
+    try:
+        code = proc.wait()
+    except BaseException:  # interrupted: the child and its terminal workers go too
+        from mt5_sync.shutdown import stop_process_tree
+
+        for spy in spies:
+            spy.kill()
+        stop_process_tree(proc.pid)
+        raise
+    finally:
+        sampler.stop()
     for spy in spies:
         spy.send_signal(2)  # SIGINT: py-spy writes what it has and exits
         spy.wait(60)
@@ -559,8 +568,9 @@ def parent(args: argparse.Namespace) -> int:
     root = short_root("mt5b-")
     print(f"[bench] {args.accounts} accounts, {args.slots} slots, lognormal median "
           f"{args.median}s sigma {args.sigma}; root {root}", flush=True)
-    stack = start_local_stack(root, prefect_api_workers=args.prefect_api_workers or None)
+    stack = None
     try:
+        stack = start_local_stack(root, prefect_api_workers=args.prefect_api_workers or None)
         apply_migrations(stack.app_database_url)
         setup = build_and_register(args, root, stack.app_database_url)
         seed_url = None
@@ -629,7 +639,8 @@ def parent(args: argparse.Namespace) -> int:
             if args.keep_summary:
                 shutil.copy(out, Path(args.keep_summary).with_suffix(f".{i + 1}.json"))
     finally:
-        stack.stop()
+        if stack is not None:
+            stack.stop()
         shutil.rmtree(root, ignore_errors=True)
     print(f"[bench] total {time.monotonic() - t_start:.1f}s", flush=True)
     return 0
@@ -677,7 +688,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="environment for the Prefect server (server tuning experiments)")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--keep-summary", default=None, help="copy the raw flow result here")
-    return parent(p.parse_args(argv))
+    from mt5_sync.shutdown import stop_on_signals
+
+    with stop_on_signals():  # SIGTERM/SIGHUP: parent()'s finally runs, as on Ctrl+C
+        return parent(p.parse_args(argv))
 
 
 if __name__ == "__main__":

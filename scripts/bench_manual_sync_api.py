@@ -46,6 +46,7 @@ from mt5_sync.localstack import (  # noqa: E402
     free_port,
     short_root,
 )
+from mt5_sync.shutdown import stop_on_signals  # noqa: E402
 
 USER_ID = "00000000-0000-4000-8000-00000000be4c"
 ISSUER = "http://127.0.0.1:54321/auth/v1"
@@ -161,11 +162,17 @@ def main() -> int:
         serve(args)
         return 0
 
+    with stop_on_signals():  # SIGTERM/SIGHUP: the finally below runs, as on Ctrl+C
+        return _bench(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
     root = short_root("mt5b-")
-    pg = EmbeddedPostgres.start(root / "pg")
+    pg: EmbeddedPostgres | None = None
     prefect: PrefectServer | None = None
     server: subprocess.Popen[bytes] | None = None
     try:
+        pg = EmbeddedPostgres.start(root / "pg")
         db_url, ids = _seed(pg, args.requests)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MT5SYNC_", "PREFECT_"))}
         api_key, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(40)
@@ -210,10 +217,14 @@ def main() -> int:
     finally:
         if server is not None:
             server.terminate()
-            server.wait(10)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
         if prefect is not None:
             prefect.stop()
-        pg.stop()
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

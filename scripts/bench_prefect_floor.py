@@ -28,7 +28,10 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mt5_sync.localstack import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -103,11 +106,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(args.child)))
         return 0
 
+    from mt5_sync.localstack import local_stack
+    from mt5_sync.shutdown import stop_on_signals
+
+    # SIGTERM/SIGHUP: local_stack() stops the servers and removes its dir, as on Ctrl+C
+    with stop_on_signals(), local_stack() as stack:
+        return _measure(args, argv, stack)
+
+
+def _measure(args: argparse.Namespace, argv: list[str] | None, stack: LocalStack) -> int:
     import psutil
 
-    from mt5_sync.localstack import short_root, start_local_stack
-
-    stack = start_local_stack(short_root("mt5b-"))
     server = psutil.Process(stack.prefect.process.pid) if stack.prefect else None
 
     def server_cpu() -> float:
@@ -122,25 +131,22 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, **stack.prefect_env())
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     rows = []
-    try:
-        for variant in args.variant or DEFAULT_VARIANTS:
-            before = server_cpu()
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", variant],
-                env=env, capture_output=True, text=True, check=False,
-            )
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                return 1
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            n = int(variant.split(":")[2])
-            row = {"variant": variant,
-                   "server_cpu_ms_per_subflow": round((server_cpu() - before) / n * 1000),
-                   **row}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    finally:
-        stack.stop()
+    for variant in args.variant or DEFAULT_VARIANTS:
+        before = server_cpu()
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", variant],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return 1
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        n = int(variant.split(":")[2])
+        row = {"variant": variant,
+               "server_cpu_ms_per_subflow": round((server_cpu() - before) / n * 1000),
+               **row}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     report = {"rows": rows, "loadavg": os.getloadavg(), "cpus": os.cpu_count(),
               "command": "python scripts/bench_prefect_floor.py " + " ".join(argv or sys.argv[1:])}
     if args.json:

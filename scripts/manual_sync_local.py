@@ -6,7 +6,7 @@ a few accounts of one user, the ``sync-account/manual-sync`` deployment (served 
 scripts/serve_manual_sync.py) and the API (``python -m mt5_sync.api`` on 127.0.0.1). Then
 prints the variables and curl commands to try it as that user -- an HS256 token is minted
 with the local JWT secret, as Supabase would issue one -- and keeps everything up until
-Ctrl+C.
+Ctrl+C, SIGTERM or SIGHUP, which stop every process it started and remove its work dir.
 
     .venv/bin/python scripts/manual_sync_local.py            # serve, print curl commands
     .venv/bin/python scripts/manual_sync_local.py --check    # one request through, then exit
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from mt5_sync.credentials import generate_key  # noqa: E402
 from mt5_sync.demo import DEMO_USER, build_demo_world, register_accounts  # noqa: E402
 from mt5_sync.localstack import free_port, prefect_client_env, short_root, start_local_stack  # noqa: E402
+from mt5_sync.shutdown import exit_code_for, stop_on_signals  # noqa: E402
 from mt5_sync.store.migrations import apply_migrations  # noqa: E402
 from mt5_sync.store.postgres import PostgresStore  # noqa: E402
 
@@ -75,10 +76,20 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--check", action="store_true", help="send one request, wait, exit")
     args = parser.parse_args()
+    # SIGTERM/SIGHUP take Ctrl+C's way out, through _serve's finally (mt5_sync/shutdown.py).
+    with stop_on_signals():
+        try:
+            return _serve(args)
+        except KeyboardInterrupt as exc:
+            return exit_code_for(exc) if args.check else 0  # serving ends by being stopped
+
+
+def _serve(args: argparse.Namespace) -> int:
     root = short_root("mt5api-")
-    stack = start_local_stack(root)
     procs: list[subprocess.Popen[bytes]] = []
+    stack = None
     try:
+        stack = start_local_stack(root)
         assert stack.prefect is not None
         apply_migrations(stack.app_database_url)
         world, world_path = build_demo_world(root, args.accounts, seed=2026)
@@ -127,12 +138,9 @@ curl -s -X POST "$API/api/mt5/account/$ACCOUNT/sync" -H "X-API-Key: $API_KEY" \\
 curl -s "$API/api/mt5/sync/<sync_id from the answer>" -H "X-API-Key: $API_KEY" \\
      -H "Authorization: Bearer $TOKEN"
 
-Ctrl+C stops everything.""", flush=True)
-        try:
-            while all(p.poll() is None for p in procs):
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+Ctrl+C (or SIGTERM, SIGHUP) stops everything.""", flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
         return 0
     finally:
         for proc in procs:
@@ -141,7 +149,8 @@ Ctrl+C stops everything.""", flush=True)
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        stack.stop()
+        if stack is not None:
+            stack.stop()
         if os.environ.get("KEEP_ROOT") is None:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -14,10 +14,26 @@ from pathlib import Path
 import pytest
 
 from mt5_sync.localstack import EmbeddedPostgres, PrefectServer, short_root
+from mt5_sync.shutdown import stop_on_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_DB = "mt5_template"
 _db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGHUP interrupt the run as Ctrl+C does, so pytest tears every fixture down.
+
+    The servers below run in sessions of their own and outlive a test process that dies on
+    the spot (Python's default for both signals). Raising KeyboardInterrupt instead hands the
+    stop to pytest's interrupt path, which tears down every fixture set up so far, session
+    ones included: the same code as a normal end, and every server any fixture started, not
+    a list kept beside them. Autouse and session-scoped, so it is set up before, and torn
+    down after, every fixture that starts a server. tests/test_shutdown.py sends the signal.
+    """
+    with stop_on_signals():
+        yield
 
 
 @pytest.fixture(scope="session")
