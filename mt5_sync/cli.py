@@ -19,7 +19,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from flows.sync_trading_data import sync_trading_data
+    from mt5_sync.flows.sync_trading_data import sync_trading_data
 
     summary: dict[str, Any] = asyncio.run(
         sync_trading_data(
@@ -38,7 +38,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync_account(args: argparse.Namespace) -> int:
-    from flows.sync_account import sync_account
+    from mt5_sync.flows.sync_account import sync_account
 
     state: Any = asyncio.run(
         sync_account(  # type: ignore[arg-type]
