@@ -5,8 +5,11 @@
     python3 dev.py test     # venv + install, the whole test suite (what CI runs)
     python3 dev.py lint     # ruff + mypy
     python3 dev.py bench    # the cycle benchmark (see docs/benchmarks.md)
+    python3 dev.py lock     # refresh requirements/lock.txt from pyproject.toml (--upgrade: all)
 
-The virtualenv lives in .venv and is reinstalled only when pyproject.toml changes.
+The virtualenv lives in .venv. It is installed from requirements/lock.txt (every package
+pinned, with its hashes, for Linux and Windows) with plain pip, then the project itself
+without dependencies; it is reinstalled only when pyproject.toml or the lock changes.
 """
 
 from __future__ import annotations
@@ -23,26 +26,44 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".installed-from"
+LOCK = ROOT / "requirements" / "lock.txt"
+# The lock's own header repeats this command; tests/test_lock.py keeps the two the same.
+LOCK_COMMAND = (
+    "uv", "pip", "compile", "pyproject.toml", "--extra", "dev", "--universal",
+    "--python-version", "3.11", "--generate-hashes", "-o", "requirements/lock.txt",
+)
 
 
 def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> int:
     return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
 
 
+def _installed_from() -> str:
+    digest = hashlib.sha256()
+    for path in (ROOT / "pyproject.toml", LOCK):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def ensure_venv() -> None:
     if sys.version_info[:2] != (3, 11):
         sys.exit(f"mt5-sync needs Python 3.11 (this is {sys.version.split()[0]})")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    wanted = _installed_from()
     if PY.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
     if not PY.exists():
         print("creating .venv ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("installing mt5-sync and its dependencies into .venv (about a minute) ...", flush=True)
-    quiet = [] if os.environ.get("CI") else ["-q"]
-    if _run(PY, "-m", "pip", "install", *quiet, "--upgrade", "pip") != 0:
-        sys.exit("pip upgrade failed")
-    if _run(PY, "-m", "pip", "install", *quiet, "-e", ".[dev]") != 0:
+    print("installing mt5-sync and its locked dependencies into .venv ...", flush=True)
+    pip = [PY, "-m", "pip", "install", "--disable-pip-version-check"]
+    if not os.environ.get("CI"):
+        pip.append("-q")
+    # The lock is complete and hashed: pip checks every file against it and resolves nothing
+    # new. The project is then installed on top, editable, with the locked setuptools (no
+    # isolated build environment to download).
+    if _run(*pip, "--require-hashes", "-r", LOCK) != 0:
+        sys.exit(f"installing {LOCK.relative_to(ROOT)} failed")
+    if _run(*pip, "--no-deps", "--no-build-isolation", "-e", ".") != 0:
         sys.exit("installing the project failed")
     STAMP.write_text(wanted)
 
@@ -63,6 +84,8 @@ def main(argv: list[str]) -> int:
         return _run(BIN / "ruff", "check", ".") or _run(PY, "-m", "mypy", ".")
     if command == "bench":
         return _run(PY, "-m", "mt5_sync.cli", "bench", *rest, env=env)
+    if command == "lock":
+        return _run(BIN / "uv", *LOCK_COMMAND[1:], *rest, env=env)
     print(f"unknown command {command!r}\n{__doc__}")
     return 2
 

@@ -126,7 +126,7 @@ def test_the_fetch_cache_key_does_not_depend_on_the_module_path():
 
     policy = fetch_account_snapshot.cache_policy
     assert isinstance(policy, CacheKeyFnPolicy)
-    key = policy.compute_key(None, {"account_id": "a1", "sync_id": "s1"}, {})  # type: ignore[arg-type]
+    key = policy.compute_key(None, {"account_id": "a1", "sync_id": "s1"}, {})
     assert key == "mt5-fetch-a1-s1"
 
 
