@@ -78,7 +78,7 @@ def ensure_venv() -> None:
     if _run(PY, "-m", "pip", "install", "--disable-pip-version-check", *quiet,
             "--require-hashes", "-r", pinned_uv) != 0:
         sys.exit("installing uv (pinned in requirements/lock.txt) failed")
-    uv = [BIN / "uv", "pip", "install", "--python", PY, *quiet]
+    uv: list[str | Path] = [BIN / "uv", "pip", "install", "--python", PY, *quiet]
     if _run(*uv, "--require-hashes", "-r", LOCK) != 0:
         sys.exit(f"installing {LOCK.relative_to(ROOT)} failed")
     if _run(*uv, "--no-deps", "--no-build-isolation", "-e", ".") != 0:
