@@ -60,7 +60,7 @@ def ensure_venv() -> None:
     setuptools (no isolated build environment to download).
 
     uv rather than pip for the bulk: pip fetched, hashed and byte-compiled the ~160 packages
-    one by one in 80-140 s on the 2-core CI machine; uv installs the same files in seconds
+    one by one, 50-140 s on the 2-core CI machine; the whole install now takes about 10 s
     (README, "Installs and the lock"). Modules compile on first import instead.
     """
     if sys.version_info[:2] != (3, 11):
