@@ -45,7 +45,7 @@ def _preflight_sync() -> None:
 
 def _cmd_sync(args: argparse.Namespace) -> int:
     _preflight_sync()
-    from flows.sync_trading_data import sync_trading_data
+    from mt5_sync.flows.sync_trading_data import sync_trading_data
 
     summary: dict[str, Any] = asyncio.run(
         sync_trading_data(
@@ -65,7 +65,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 def _cmd_sync_account(args: argparse.Namespace) -> int:
     _preflight_sync()
-    from flows.sync_account import sync_account
+    from mt5_sync.flows.sync_account import sync_account
 
     state: Any = asyncio.run(
         sync_account(  # type: ignore[arg-type]

@@ -258,7 +258,7 @@ def _count_http_requests() -> Counter[str]:
 def child_flow(out: Path, profile: str | None) -> int:
     """Run the real parent flow in this process (as ``mt5-sync sync`` does)."""
     http_requests = _count_http_requests()
-    from flows.sync_trading_data import sync_trading_data
+    from mt5_sync.flows.sync_trading_data import sync_trading_data
     from mt5_sync.terminal.pool import close_all_pools
 
     profiler = None

@@ -35,7 +35,7 @@ def manual_sync_entry(path: Path = ROOT / "prefect.yaml") -> dict[str, Any]:
 def main() -> None:
     from prefect.events import DeploymentEventTrigger
 
-    from flows.sync_account import sync_account
+    from mt5_sync.flows.sync_account import sync_account
 
     entry = manual_sync_entry()
     triggers = [DeploymentEventTrigger(**{k: v for k, v in t.items() if k != "type"})

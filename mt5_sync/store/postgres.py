@@ -591,7 +591,7 @@ class PostgresStore:
 
 class PooledPostgresStore(PostgresStore):
     """A :class:`PostgresStore` whose transactions run on pooled connections (the API, and the
-    pipeline via ``tasks.runtime``).
+    pipeline via ``mt5_sync.tasks.runtime``).
 
     Why a pool: a fresh connection costs more than most of the work -- measured on the
     embedded PostgreSQL: 13 ms to connect, 30 ms for the first claim on a new backend
@@ -600,7 +600,7 @@ class PooledPostgresStore(PostgresStore):
     ``TimeZone`` and ``statement_timeout`` locally, so the transaction pooler (6543) remains
     usable. A dead pooled connection is detected before use (``check``), never handed to a
     request. ``open()`` / ``close()`` belong to the owner's lifecycle (the app's lifespan; for
-    the pipeline, the process: ``tasks.runtime`` closes it at exit).
+    the pipeline, the process: ``mt5_sync.tasks.runtime`` closes it at exit).
     """
 
     def __init__(

@@ -1,8 +1,8 @@
 """The proof on Linux: deploy prefect.yaml, run it on a process worker, check the database.
 
 Everything as on the Windows host except the terminal: a real Prefect server (on Postgres),
-the process work pool made by ``python -m deployments.bootstrap``, ``prefect deploy --all``
-reading prefect.yaml, a ``prefect worker start`` subprocess running the flows in their own
+the process work pool made by ``python -m mt5_sync.deployments.bootstrap``, ``prefect deploy
+--all`` reading prefect.yaml, a ``prefect worker start`` subprocess running the flows in their own
 processes, terminal worker processes running the real adapter (mt5_sync/terminal/session.py)
 against the simulated MetaTrader5 module through the one import seam (MT5SYNC_MT5_MODULE),
 and three "installs" in MT5SYNC_TERMINAL_PATHS shared, under the slot locks, by the scheduled
@@ -294,7 +294,7 @@ def test_deploy_prefect_yaml_and_run_it_on_a_process_worker(
 
     # --- the pool, then the deployments, from prefect.yaml with the real CLI
     phases: dict[str, float] = {"setup": time.monotonic() - t0}
-    out = run_cli([sys.executable, "-m", "deployments.bootstrap"], env)
+    out = run_cli([sys.executable, "-m", "mt5_sync.deployments.bootstrap"], env)
     assert f"work pool '{POOL}' (process)" in out
     out = run_cli([prefect_bin(), "--no-prompt", "deploy", "--all"], env, timeout=180)
     for name in ("scheduled-sync", "manual-sync", "backfill"):
@@ -319,7 +319,8 @@ def test_deploy_prefect_yaml_and_run_it_on_a_process_worker(
             for d in (scheduled, manual, backfill):
                 assert d.work_pool_name == POOL
                 assert d.job_variables["env"]["PYTHONUTF8"] == "1"
-                assert d.pull_steps == [{"deployments.steps.set_project_working_directory": {}}]
+                assert d.pull_steps == [
+                    {"mt5_sync.deployments.steps.set_project_working_directory": {}}]
             assert backfill.parameters == {"trigger": "backfill", "sync_type": "full"}
             automations = await client.read_resource_related_automations(
                 f"prefect.deployment.{manual.id}")

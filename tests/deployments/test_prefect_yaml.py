@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deployments import backfill, bootstrap, steps
+from mt5_sync.deployments import backfill, bootstrap, steps
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,8 +36,11 @@ def test_three_deployments_on_the_process_pool(config):
     )
     assert deployments["manual-sync"]["entrypoint"] == "flows/sync_account.py:sync_account"
     assert deployments["backfill"]["entrypoint"] == "flows/sync_trading_data.py:sync_trading_data"
-    # Resolved on the worker when a run starts, never from the deploying machine's env.
-    assert config["pull"] == [{"deployments.steps.set_project_working_directory": {}}]
+    # Resolved on the worker when a run starts, never from the deploying machine's env; from
+    # the installed package, since the worker imports it before changing into any folder.
+    assert config["pull"] == [
+        {"mt5_sync.deployments.steps.set_project_working_directory": {}}
+    ]
     assert "{{ $" not in json.dumps(config)  # no deploy-time environment templates at all
 
 
@@ -51,15 +54,15 @@ def test_schedule_every_five_minutes_utc_never_overlapping(config):
 def test_backfill_is_a_full_sync(config):
     params = by_name(config)["backfill"]["parameters"]
     assert params == {"trigger": "backfill", "sync_type": "full"}
-    from flows.sync_trading_data import sync_trading_data
+    from mt5_sync.flows.sync_trading_data import sync_trading_data
 
     accepted = set(inspect.signature(sync_trading_data.fn).parameters)
     assert {"account_ids", "full_from", "sync_type", "trigger"} <= accepted
 
 
 def test_parameters_name_real_flow_parameters(config):
-    from flows.sync_account import sync_account
-    from flows.sync_trading_data import sync_trading_data
+    from mt5_sync.flows.sync_account import sync_account
+    from mt5_sync.flows.sync_trading_data import sync_trading_data
 
     flows = {"sync-account": sync_account, "sync-trading-data": sync_trading_data}
     for d in config["deployments"]:
@@ -130,7 +133,7 @@ def test_pull_step_changes_into_the_project_on_the_worker(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MT5SYNC_PROJECT_DIR", raising=False)
     assert steps.set_project_working_directory() == {"directory": str(REPO_ROOT)}
-    assert Path.cwd() == REPO_ROOT  # found through the installed `flows` package
+    assert Path.cwd() == REPO_ROOT  # the checkout the installed `mt5_sync` comes from
     other = tmp_path / "checkout"
     (other / "flows").mkdir(parents=True)
     (other / "flows" / "sync_account.py").write_text("")

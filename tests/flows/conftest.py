@@ -30,8 +30,8 @@ from mt5_sync.mt5sim.broker import BrokerView
 from mt5_sync.mt5sim.world import Fault, World, build_world
 from mt5_sync.settings import load_settings
 from mt5_sync.store.postgres import PostgresStore
+from mt5_sync.tasks.runtime import close_stores
 from mt5_sync.terminal.pool import close_all_pools
-from tasks.runtime import close_stores
 
 USER_ID = "00000000-0000-4000-8000-0000000000e2"
 
@@ -115,12 +115,12 @@ class SyncHarness:
             )
 
     def run_cycle(self, **params: Any) -> dict[str, Any]:
-        from flows.sync_trading_data import sync_trading_data
+        from mt5_sync.flows.sync_trading_data import sync_trading_data
 
         return asyncio.run(sync_trading_data(**params))
 
     def run_account(self, login: int, **params: Any) -> tuple[Any, dict[str, Any]]:
-        from flows.sync_account import sync_account
+        from mt5_sync.flows.sync_account import sync_account
 
         async def go() -> tuple[Any, dict[str, Any]]:
             state = await sync_account(
@@ -157,7 +157,7 @@ class SyncHarness:
 
     def terminal_borrows(self) -> list[tuple[float, float]]:
         """The terminal pool's record of this test's borrows: (acquired, released), monotonic."""
-        from tasks import runtime
+        from mt5_sync.tasks import runtime
 
         return [(a, r) for _, a, r in runtime.terminals().borrows]
 

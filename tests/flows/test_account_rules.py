@@ -34,7 +34,7 @@ async def _task_runs(flow_run_id: str, name: str) -> list:
 
 
 def test_two_syncs_of_one_account_never_overlap(make_harness, monkeypatch):
-    from flows.sync_account import sync_account
+    from mt5_sync.flows.sync_account import sync_account
     from mt5_sync.settings import load_settings
 
     h = make_harness(1, latency={"distribution": "fixed", "seconds": 0.3})

@@ -104,7 +104,7 @@ def test_durations_from_history_feed_the_next_cycles_estimates(make_harness):
     """A cycle reads each account's recent durations (mt5_sync_duration_estimates)."""
     import asyncio
 
-    from tasks.database import load_duration_estimates
+    from mt5_sync.tasks.database import load_duration_estimates
 
     h = make_harness(3, login_delay_sampler=lambda rng: 0.3)
     h.run_cycle(cycle_budget_s=0)

@@ -115,7 +115,7 @@ def test_local_supabase_over_http_is_allowed(env: pytest.MonkeyPatch) -> None:
 def test_the_runtime_builds_one_store_per_configuration(env: pytest.MonkeyPatch) -> None:
     from mt5_sync.settings import load_settings
     from mt5_sync.store.supabase_rest import SupabaseRestStore
-    from tasks import runtime
+    from mt5_sync.tasks import runtime
 
     def fresh() -> None:
         load_settings.cache_clear()

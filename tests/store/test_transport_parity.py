@@ -155,13 +155,13 @@ def test_a_cycle_over_either_transport_writes_the_same_trades(
     import psycopg
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_LEVEL, temporary_settings
 
-    from flows.sync_trading_data import sync_trading_data
     from mt5_sync import clock
     from mt5_sync.credentials import encrypt_password, generate_key
+    from mt5_sync.flows.sync_trading_data import sync_trading_data
     from mt5_sync.mt5sim.world import WORLD_ENV, build_world
     from mt5_sync.settings import load_settings
+    from mt5_sync.tasks import runtime
     from mt5_sync.terminal.pool import close_all_pools
-    from tasks import runtime
 
     from .postgrest_standin import serve
 

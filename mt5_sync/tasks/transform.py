@@ -13,8 +13,8 @@ from typing import Any
 from mt5_sync.clock import utc_now
 from mt5_sync.contracts import CommitPayload, FetchResult
 from mt5_sync.sync import timing
+from mt5_sync.tasks import runtime
 from mt5_sync.transform.payload import SyncContext, build_commit_payload
-from tasks import runtime
 
 #: the bulky row lists of a CommitPayload (everything else is its small header)
 PAYLOAD_ROW_KEYS = frozenset(

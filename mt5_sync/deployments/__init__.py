@@ -1,0 +1,1 @@
+"""Deployment helpers: the work pool (``bootstrap``), backfill runs, the pull step (``steps``)."""
