@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -35,7 +36,29 @@ LOCK_COMMAND = (
 
 
 def _run(*cmd: str | Path, env: dict[str, str] | None = None) -> int:
-    return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+    """Run a command to its end, and let it end cleanly when it is stopped.
+
+    The command shares our process group, so a terminal's Ctrl+C and SIGHUP reach it by
+    themselves: here they must neither kill us first (the demo's servers would lose the
+    process that stops them) nor kill the command mid-cleanup, which ``subprocess.call`` does
+    on KeyboardInterrupt. So SIGINT is ignored while it runs, and SIGTERM and SIGHUP (a
+    process manager or ``kill`` naming dev.py's pid only) are passed on to it.
+    """
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env)
+    previous = {}
+    if os.name != "nt":
+        def forward(signum: int, frame: object) -> None:
+            proc.send_signal(signum)
+
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup keeps SIGHUP ignored
+                previous[sig] = signal.signal(sig, forward)
+    try:
+        return proc.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _installed_from() -> str:

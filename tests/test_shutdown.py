@@ -70,11 +70,13 @@ class Output:
 
 
 def start(
-    cmd: list[str], env: dict[str, str] | None = None
+    cmd: list[str], env: dict[str, str] | None = None, *, new_session: bool = False
 ) -> tuple[subprocess.Popen[str], Output]:
+    """``new_session``: its own process group, to signal the group as a terminal would."""
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+        start_new_session=new_session,
     )
     return proc, Output(proc)
 
@@ -144,12 +146,16 @@ def reaper() -> Iterator[list[psutil.Process]]:
 
 
 def signal_and_check(proc: subprocess.Popen[str], out: Output, signum: int, markers: list[str],
-                     work_dir: Path, reaper: list[psutil.Process]) -> int:
-    """Send ``signum`` to ``proc`` alone; check that nothing it ran is left. Its exit code."""
+                     work_dir: Path, reaper: list[psutil.Process], *, group: bool = False) -> int:
+    """Send ``signum`` to ``proc`` alone (``group``: to its process group, as a terminal
+    does); check that nothing it ran is left. Its exit code."""
     before = snapshot(proc.pid, markers)
     reaper.extend(before)
     assert len(before) > 1, describe(before)
-    os.kill(proc.pid, signum)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        os.kill(proc.pid, signum)
     try:
         code = proc.wait(timeout=300)
     except subprocess.TimeoutExpired:
@@ -320,3 +326,23 @@ def test_pytest_session_servers_are_torn_down_on_sigterm(tmp_path, reaper):
     code = signal_and_check(proc, out, signal.SIGTERM, markers, work_dir, reaper)
 
     assert code == pytest.ExitCode.INTERRUPTED, out.text
+
+
+@pytest.mark.e2e
+@posix_only
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_dev_py_demo_lets_the_demo_clean_up(reaper, how):
+    """``python3 dev.py demo`` (the Quick start) runs the demo as its child: Ctrl+C reaches
+    both (the terminal signals the whole foreground group), SIGTERM only dev.py."""
+    proc, out = start([sys.executable, "dev.py", "demo", "--accounts", "3", "--keep-running"],
+                      new_session=True)
+    work_dir, markers = _demo_markers(out)
+    out.wait_for("^servers left running")
+
+    if how == "ctrl-c":
+        code = signal_and_check(proc, out, signal.SIGINT, markers, work_dir, reaper,
+                                group=True)
+    else:
+        code = signal_and_check(proc, out, signal.SIGTERM, markers, work_dir, reaper)
+
+    assert code == 0, out.text
