@@ -1,17 +1,23 @@
 """Run one TerminalPool in its own process (as a flow run would) and fetch accounts with it.
 
     python -m tests.terminal.pool_driver WORLD PATHS ACCOUNTS ROUNDS [--no-locks]
+        [--ready FILE --go FILE]
 
 PATHS is ';'-separated terminal paths, ACCOUNTS comma-separated account indexes. Prints a JSON
 summary. ``--no-locks`` drops the slots' OS locks, to show what the locks prevent.
+``--ready``/``--go``: a start barrier. With its workers started, the driver creates the ready
+file and waits for the go file, so two drivers fetch at the same time however long each took
+to import and start (otherwise a fast one can finish before a slow one begins).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from mt5_sync.contracts import Credentials, FetchRequest
 from mt5_sync.mt5sim.world import World
@@ -27,6 +33,8 @@ def main() -> None:
     parser.add_argument("accounts")
     parser.add_argument("rounds", type=int)
     parser.add_argument("--no-locks", action="store_true")
+    parser.add_argument("--ready", default=None)
+    parser.add_argument("--go", default=None)
     args = parser.parse_args()
     world = World.load(args.world)
     settings = Settings(
@@ -51,6 +59,11 @@ def main() -> None:
         return "ok" if not result.errors and result.login == spec.login else "bad"
 
     indexes = [int(i) for i in args.accounts.split(",")] * args.rounds
+    if args.ready and args.go:
+        pool.warm_up()
+        Path(args.ready).touch()
+        while not Path(args.go).exists():
+            time.sleep(0.01)
     started = datetime.now(UTC)
     try:
         with ThreadPoolExecutor(pool.size) as ex:

@@ -250,7 +250,19 @@ def interleavings(log: Path) -> list[str]:
 
 
 def _run_two_pools(world_path: Path, paths: list[str], log: Path, *flags: str) -> list[dict]:
-    procs = [_driver(world_path, paths, log, *flags) for _ in range(2)]
+    """Two pool processes on the same installs, released together once both have started."""
+    go = log.with_suffix(".go")
+    ready = [log.with_suffix(f".ready{i}") for i in range(2)]
+    procs = [
+        _driver(world_path, paths, log, *flags, "--ready", str(r), "--go", str(go))
+        for r in ready
+    ]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready):
+        assert all(p.poll() is None for p in procs), "a pool driver exited before starting"
+        assert time.monotonic() < deadline, "pool drivers did not start"
+        time.sleep(0.05)
+    go.touch()
     outs = []
     for proc in procs:
         out, _ = proc.communicate(timeout=120)
@@ -260,18 +272,25 @@ def _run_two_pools(world_path: Path, paths: list[str], log: Path, *flags: str) -
 
 
 def test_two_processes_never_drive_the_same_install_at_once(world_path, installs, tmp_path):
-    # Without the locks the same two processes interleave on the installs (the check bites)...
+    # One install, two pool processes released at once: both must drive it, so they contend
+    # for it whatever the scheduling (with two installs each pool may keep to one of them).
+    # Without the locks they interleave on it (the check bites)...
     unlocked = tmp_path / "unlocked.jsonl"
-    _run_two_pools(world_path, installs[:2], unlocked, "--no-locks")
+    _run_two_pools(world_path, installs[:1], unlocked, "--no-locks")
     assert interleavings(unlocked), "expected interleaved calls without locks"
-    # ...with them, every fetch on an install runs alone, and both processes finish.
+    # ...with them, every fetch on the install runs alone, and both processes finish.
     locked = tmp_path / "locked.jsonl"
-    outs = _run_two_pools(world_path, installs[:2], locked)
+    outs = _run_two_pools(world_path, installs[:1], locked)
     assert interleavings(locked) == []
     assert all(o["outcomes"] == ["ok"] * 9 for o in outs)
-    pids = {json.loads(line)["pid"] for line in locked.read_text().splitlines()}
-    paths = {json.loads(line)["path"] for line in locked.read_text().splitlines()}
-    assert len(pids) >= 3 and paths == set(installs[:2])  # both pools used both installs
+    calls = [json.loads(line) for line in locked.read_text().splitlines()]
+    assert {c["path"] for c in calls} == {installs[0]}
+    # Both processes' workers drove it, taking turns (one worker per pool, each switch a new
+    # login): the lock was contended, not just never needed.
+    assert len({c["pid"] for c in calls}) == 2
+    switches = sum(a["pid"] != b["pid"] for a, b in itertools.pairwise(
+        sorted(calls, key=lambda c: c["t0"])))
+    assert switches >= 1
 
 
 # ---------------------------------------------------------------- hung terminals
