@@ -16,6 +16,15 @@ def generate_key() -> str:
     return Fernet.generate_key().decode()
 
 
+def is_valid_key(key: str) -> bool:
+    """A Fernet key: 32 url-safe base64-encoded bytes (what :func:`generate_key` makes)."""
+    try:
+        Fernet(key.encode())
+    except ValueError:
+        return False
+    return True
+
+
 def encrypt_password(password: str, key: str) -> str:
     return Fernet(key.encode()).encrypt(password.encode()).decode()
 

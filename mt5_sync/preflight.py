@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import ValidationError
 
+from mt5_sync.credentials import is_valid_key
 from mt5_sync.settings import Settings, StoreConfig, StoreConfigError, load_settings
 
 #: Exit code of a command whose settings are missing or wrong (argparse's, for usage errors).
@@ -81,21 +82,11 @@ def credentials_key(s: Settings, *, block_allowed: bool = True) -> None:
             f"MT5SYNC_CREDENTIALS_KEY{hint} is not set: the key that decrypts investor "
             "passwords (make one with `mt5-sync generate-key`)"
         )
-    if not _is_fernet_key(s.credentials_key.get_secret_value()):
+    if not is_valid_key(s.credentials_key.get_secret_value()):
         raise PreflightError(
             "MT5SYNC_CREDENTIALS_KEY is not a Fernet key (32 bytes, url-safe base64; "
             "`mt5-sync generate-key` makes one)"
         )
-
-
-def _is_fernet_key(key: str) -> bool:
-    from cryptography.fernet import Fernet
-
-    try:
-        Fernet(key.encode())
-    except ValueError:  # "Fernet key must be 32 url-safe base64-encoded bytes."
-        return False
-    return True
 
 
 @dataclass(frozen=True)

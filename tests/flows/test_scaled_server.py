@@ -139,8 +139,7 @@ def test_cycle_on_scaled_server_is_recorded_whole(make_harness, scaled_prefect):
         f"sync-{spec.login}@{spec.server}" for spec in h.world.accounts
     )
     assert {f.state_type.value for f in flow_runs if f.state_type} == {"COMPLETED"}
-    services_log = server.log_path.with_name("services.log")
-    assert len(task_runs) == expected, services_log.read_text(errors="replace")[-3000:]
+    assert len(task_runs) == expected, server.services_log_path.read_text(errors="replace")[-3000:]
     assert len(completed) == expected, sorted(
         (t.name, t.state_type) for t in task_runs if t not in completed
     )
