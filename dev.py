@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
     if command == "lint":
         return _run(BIN / "ruff", "check", ".") or _run(PY, "-m", "mypy", ".")
     if command == "bench":
-        return _run(PY, "-m", "mt5_sync.cli", "bench", *rest, env=env)
+        return _run(PY, "scripts/bench_cycle.py", *rest, env=env)
     if command == "lock":
         return _run(BIN / "uv", *LOCK_COMMAND[1:], *rest, env=env)
     print(f"unknown command {command!r}\n{__doc__}")
