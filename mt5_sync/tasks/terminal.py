@@ -32,6 +32,13 @@ def _fetch_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     return f"mt5-fetch-{parameters['account_id']}-{parameters['sync_id']}"
 
 
+def _record_terminal_time(sync_id: str, queued_at: float, waited_ms: float) -> None:
+    """Split the time since ``queued_at`` into the wait for a terminal and the fetch itself."""
+    total_ms = (time.monotonic() - queued_at) * 1000
+    timing.record(sync_id, "terminal_wait_ms", float(waited_ms))
+    timing.record(sync_id, "fetch_ms", max(0.0, total_ms - waited_ms))
+
+
 def _is_last_attempt() -> bool:
     ctx = TaskRunContext.get()
     if ctx is None:
@@ -101,14 +108,10 @@ async def fetch_account_snapshot(
     queued_at = time.monotonic()
     try:
         result = await runtime.in_terminal_thread(pool.fetch, request, queued_at=queued_at)
-    except BaseException as exc:
-        waited = float(getattr(exc, "slot_wait_ms", 0))
-        timing.record(sync_id, "terminal_wait_ms", waited)
-        timing.record(sync_id, "fetch_ms", max(0.0, (time.monotonic() - queued_at) * 1000 - waited))
+    except BaseException as exc:  # a failed fetch reports its queueing too (pool.fetch)
+        _record_terminal_time(sync_id, queued_at, getattr(exc, "slot_wait_ms", 0))
         raise
-    total_ms = (time.monotonic() - queued_at) * 1000
-    timing.record(sync_id, "terminal_wait_ms", result.slot_wait_ms)
-    timing.record(sync_id, "fetch_ms", max(0.0, total_ms - result.slot_wait_ms))
+    _record_terminal_time(sync_id, queued_at, result.slot_wait_ms)
     transient = [e for e in result.errors if e.code in TRANSIENT_PART_CODES]
     if transient and not _is_last_attempt():
         # Try the whole fetch again while attempts remain; on the last one, commit what we
