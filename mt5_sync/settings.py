@@ -23,6 +23,13 @@ TerminalBackend = Literal["simulated", "metatrader5"]
 StoreTransport = Literal["auto", "postgres", "supabase"]
 
 
+def _default_host_name() -> str:
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")
+    return name.lower() or "localhost"
+
+
 def _default_backend() -> TerminalBackend:
     return "metatrader5" if sys.platform == "win32" else "simulated"
 
@@ -109,8 +116,34 @@ class Settings(BaseSettings):
     commit_retries: int = Field(default=3, ge=0, le=10)
     retry_backoff_s: float = Field(default=2.0, ge=0)
     retry_jitter_factor: float = Field(default=0.5, ge=0, le=2)
-    lease_ttl_s: int = Field(default=900, ge=30)
-    lease_wait_s: float = Field(default=120.0, ge=0)
+    lease_ttl_s: int = Field(
+        default=30, ge=5, le=3600,
+        description="An account's sync lease lasts this long and its holder renews it every "
+        "third of it (mt5_sync/sync/leases.py): a host that dies frees its accounts within "
+        "one TTL.",
+    )
+    lease_wait_s: float = Field(
+        default=120.0, ge=0,
+        description="How long a manual sync waits for another sync of the same account. The "
+        "scheduled cycle never waits: it skips that account for this cycle.",
+    )
+    # --- hosts (flows/sync_trading_data.py: one shard per live host queue)
+    host_name: str = Field(
+        default_factory=lambda: _default_host_name(),
+        min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        validation_alias=AliasChoices("MT5SYNC_HOST", "host_name"),
+        description="This host's name: its work queue on the pool (`prefect worker start "
+        "--work-queue <host>`), and the host named in the cycle summary. Default: the "
+        "machine's host name.",
+    )
+    host_liveness_s: float = Field(
+        default=60.0, ge=5,
+        description="A host is live when its work queue was polled within this many seconds.",
+    )
+    shard_deployment: str = Field(
+        default="sync-cycle-shard/host-shard",
+        description="The deployment a cycle runs on every live host's queue (prefect.yaml).",
+    )
     fetch_cache_expiration_s: int = Field(default=3600, ge=0)
 
     # --- cycle deadline (flows/sync_trading_data.py, mt5_sync/sync/deadline.py)

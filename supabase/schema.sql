@@ -41,6 +41,112 @@ end
 $$;
 
 --
+-- Name: mt5_break_sync_lease(uuid, uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_break_sync_lease(p_account_id uuid, p_holder uuid) RETURNS boolean
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    with broken as (
+        update public.trading_accounts
+           set sync_lease_holder = null, sync_lease_until = null, sync_lease_flow_run_id = null
+         where id = p_account_id and sync_lease_holder = p_holder
+        returning 1
+    )
+    select exists (select 1 from broken);
+$$;
+
+--
+-- Name: mt5_claim_cycle_accounts(uuid, text, integer, integer, uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid DEFAULT NULL::uuid) RETURNS TABLE(account_id uuid, login_number bigint, broker_server text, outcome text, lease_holder uuid, claims integer, detail text)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    v_cycle public.sync_cycles;
+    r record;
+    v_holder uuid;
+    v_claims integer;
+begin
+    if p_limit is null or p_limit <= 0 then
+        return;
+    end if;
+    if p_lease_seconds is null or p_lease_seconds <= 0 then
+        raise exception 'mt5_claim_cycle_accounts: p_lease_seconds must be positive, got %', p_lease_seconds
+            using errcode = 'invalid_parameter_value';
+    end if;
+    select * into v_cycle from public.sync_cycles c where c.execution_id = p_execution_id;
+    if not found then
+        raise exception 'mt5_claim_cycle_accounts: unknown cycle %', p_execution_id
+            using errcode = 'foreign_key_violation';
+    end if;
+
+    for r in
+        select a.id, a.login_number, a.broker_server, a.sync_lease_holder, a.sync_lease_until,
+               a.sync_lease_flow_run_id, c.account_id is not null as taken_over
+          from public.trading_accounts as a
+          left join public.sync_cycle_claims as c
+                 on c.execution_id = p_execution_id and c.account_id = a.id
+         where a.is_active
+           and (v_cycle.account_ids is null or a.id = any (v_cycle.account_ids))
+           and (c.account_id is null
+                or (c.outcome = 'claimed'
+                    and (a.sync_lease_holder is null or a.sync_lease_until < now())
+                    and not exists (
+                        select 1 from public.sync_logs as l
+                         where l.execution_id = p_execution_id and l.account_id = a.id
+                           and l.status <> 'processing')))
+         order by a.last_sync_at asc nulls first, a.id
+         limit p_limit
+           for update of a skip locked
+    loop
+        if not r.taken_over and r.sync_lease_holder is not null and r.sync_lease_until >= now() then
+            insert into public.sync_cycle_claims as c
+                (execution_id, account_id, host, lease_holder, outcome)
+            values (p_execution_id, r.id, p_host, r.sync_lease_holder, 'skipped');
+            insert into public.sync_logs
+                (sync_id, account_id, execution_id, flow_run_id, trigger, sync_type, status,
+                 started_at, completed_at, duration_ms, error_code, error_message, details)
+            values
+                (gen_random_uuid(), r.id, p_execution_id, p_flow_run_id, v_cycle.trigger,
+                 v_cycle.sync_type, 'skipped', now(), now(), 0, 'sync_in_progress',
+                 'another sync of this account is running (its lease is renewed until '
+                 || to_char(r.sync_lease_until, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                 || '); skipped this cycle, first in line next cycle',
+                 jsonb_build_object('host', p_host, 'holder_flow_run_id', r.sync_lease_flow_run_id));
+            account_id := r.id; login_number := r.login_number; broker_server := r.broker_server;
+            outcome := 'skipped'; lease_holder := r.sync_lease_holder; claims := 1;
+            detail := coalesce(r.sync_lease_flow_run_id::text, '');
+            return next;
+            continue;
+        end if;
+
+        v_holder := gen_random_uuid();
+        update public.trading_accounts
+           set sync_lease_holder = v_holder,
+               sync_lease_until = now() + make_interval(secs => p_lease_seconds),
+               sync_lease_flow_run_id = null
+         where id = r.id;
+        insert into public.sync_cycle_claims as c
+            (execution_id, account_id, host, lease_holder, outcome)
+        values (p_execution_id, r.id, p_host, v_holder, 'claimed')
+        on conflict on constraint sync_cycle_claims_pkey do update
+           set host = excluded.host, lease_holder = excluded.lease_holder,
+               outcome = 'claimed', claimed_at = now(), claims = c.claims + 1
+        returning c.claims into v_claims;
+        account_id := r.id; login_number := r.login_number; broker_server := r.broker_server;
+        outcome := 'claimed'; lease_holder := v_holder; claims := v_claims;
+        detail := case when r.taken_over then 'taken over from a holder whose lease lapsed' end;
+        return next;
+    end loop;
+end
+$$;
+
+--
 -- Name: mt5_claim_manual_sync(uuid, uuid, uuid, text, integer, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -785,6 +891,36 @@ end
 $$;
 
 --
+-- Name: mt5_cycle_report(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_cycle_report(p_execution_id uuid) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+    select jsonb_build_object(
+        'shards', coalesce((
+            select jsonb_agg(jsonb_build_object(
+                       'host', s.host, 'flow_run_id', s.flow_run_id, 'started_at', s.started_at,
+                       'finished_at', s.finished_at, 'summary', s.summary) order by s.host)
+              from public.sync_cycle_shards as s where s.execution_id = p_execution_id), '[]'),
+        'claims', coalesce((
+            select jsonb_agg(jsonb_build_object(
+                       'account_id', c.account_id, 'host', c.host, 'outcome', c.outcome,
+                       'claims', c.claims, 'claimed_at', c.claimed_at))
+              from public.sync_cycle_claims as c where c.execution_id = p_execution_id), '[]'),
+        'logs', coalesce((
+            select jsonb_agg(jsonb_build_object(
+                       'sync_id', l.sync_id, 'account_id', l.account_id, 'status', l.status,
+                       'sync_type', l.sync_type, 'started_at', l.started_at,
+                       'completed_at', l.completed_at, 'duration_ms', l.duration_ms,
+                       'trades_synced', l.trades_synced, 'deals_synced', l.deals_synced,
+                       'error_code', l.error_code, 'error_message', l.error_message))
+              from public.sync_logs as l where l.execution_id = p_execution_id), '[]'));
+$$;
+
+--
 -- Name: mt5_mark_sync_started(jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -799,6 +935,7 @@ declare
     v_account_id uuid := public.mt5_payload_uuid(p, fn, 'account_id');
     v_execution_id uuid := public.mt5_payload_uuid(p, fn, 'execution_id', false);
     v_flow_run_id uuid := public.mt5_payload_uuid(p, fn, 'flow_run_id', false);
+    v_lease_holder uuid := public.mt5_payload_uuid(p, fn, 'lease_holder', false);
     v_trigger text := public.mt5_payload_choice(p, fn, 'trigger', array['scheduled', 'manual', 'backfill']);
     v_sync_type text := public.mt5_payload_choice(p, fn, 'sync_type', array['full', 'incremental']);
     v_started timestamptz := public.mt5_payload_timestamptz(p, fn, 'started_at');
@@ -808,25 +945,62 @@ begin
             using errcode = 'foreign_key_violation';
     end if;
 
+    if v_lease_holder is not null then
+        update public.trading_accounts
+           set sync_lease_flow_run_id = v_flow_run_id
+         where id = v_account_id and sync_lease_holder = v_lease_holder
+           and sync_lease_flow_run_id is distinct from v_flow_run_id;
+        update public.sync_logs as l
+           set status = 'failed',
+               completed_at = greatest(l.started_at, v_started),
+               duration_ms = greatest(0, round(extract(epoch from (v_started - l.started_at)) * 1000))::integer,
+               error_code = 'abandoned',
+               error_message = 'this sync stopped without reporting an outcome (its host or '
+                   || 'process died; its lease lapsed); closed when the account was next claimed',
+               details = coalesce(l.details, '{}'::jsonb)
+                   || jsonb_build_object('abandoned_for', v_sync_id)
+         where l.account_id = v_account_id
+           and l.status = 'processing'
+           and l.sync_id <> v_sync_id
+           and l.lease_holder is not null
+           and l.lease_holder <> v_lease_holder;
+    end if;
+
     insert into public.sync_logs as l
         (sync_id, account_id, execution_id, flow_run_id, trigger, sync_type, status,
-         started_at, created_at)
+         started_at, created_at, lease_holder)
     values
         (v_sync_id, v_account_id, v_execution_id, v_flow_run_id, v_trigger, v_sync_type,
-         'processing', v_started, v_started)
+         'processing', v_started, v_started, v_lease_holder)
     on conflict (sync_id) do update
        set account_id = excluded.account_id,
            execution_id = excluded.execution_id,
            flow_run_id = excluded.flow_run_id,
            trigger = excluded.trigger,
            sync_type = excluded.sync_type,
-           started_at = excluded.started_at
+           started_at = excluded.started_at,
+           lease_holder = coalesce(excluded.lease_holder, l.lease_holder)
      where l.status = 'processing'
-       and (l.account_id, l.execution_id, l.flow_run_id, l.trigger, l.sync_type, l.started_at)
+       and (l.account_id, l.execution_id, l.flow_run_id, l.trigger, l.sync_type, l.started_at,
+            l.lease_holder)
            is distinct from
            (excluded.account_id, excluded.execution_id, excluded.flow_run_id, excluded.trigger,
-            excluded.sync_type, excluded.started_at);
+            excluded.sync_type, excluded.started_at, coalesce(excluded.lease_holder, l.lease_holder));
 end
+$$;
+
+--
+-- Name: mt5_open_sync_cycle(uuid, text, text, uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    -- A retried parent reopens its own cycle: idempotent.
+    insert into public.sync_cycles (execution_id, trigger, sync_type, account_ids)
+    values (p_execution_id, p_trigger, p_sync_type, p_account_ids)
+    on conflict (execution_id) do nothing;
 $$;
 
 --
@@ -1041,6 +1215,24 @@ end
 $_$;
 
 --
+-- Name: mt5_record_cycle_shard(uuid, text, uuid, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_record_cycle_shard(p_execution_id uuid, p_host text, p_flow_run_id uuid, p_summary jsonb) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    insert into public.sync_cycle_shards as s
+        (execution_id, host, flow_run_id, finished_at, summary)
+    values (p_execution_id, p_host, p_flow_run_id,
+            case when p_summary is null then null else now() end, p_summary)
+    on conflict on constraint sync_cycle_shards_pkey do update
+       set flow_run_id = coalesce(excluded.flow_run_id, s.flow_run_id),
+           finished_at = excluded.finished_at,
+           summary = excluded.summary;
+$$;
+
+--
 -- Name: mt5_record_sync_failure(jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1204,6 +1396,21 @@ CREATE FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) 
 $$;
 
 --
+-- Name: mt5_renew_sync_leases(uuid[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_renew_sync_leases(p_holders uuid[], p_ttl_seconds integer) RETURNS SETOF uuid
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    update public.trading_accounts
+       set sync_lease_until = now() + make_interval(secs => p_ttl_seconds)
+     where sync_lease_holder = any (p_holders)
+       and p_ttl_seconds > 0
+    returning sync_lease_holder;
+$$;
+
+--
 -- Name: mt5_sync_duration_estimates(uuid[], integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1227,6 +1434,19 @@ CREATE FUNCTION public.mt5_sync_duration_estimates(p_account_ids uuid[] DEFAULT 
             limit greatest(1, coalesce(p_last, 5))
      ) as l
      group by a.id;
+$$;
+
+--
+-- Name: mt5_sync_lease_of(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_sync_lease_of(p_account_id uuid) RETURNS TABLE(holder uuid, until timestamp with time zone, flow_run_id uuid, live boolean)
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    select sync_lease_holder, sync_lease_until, sync_lease_flow_run_id,
+           sync_lease_holder is not null and sync_lease_until >= now()
+      from public.trading_accounts where id = p_account_id;
 $$;
 
 --
@@ -1267,6 +1487,24 @@ begin
                    take_profit, current_price, profit, swap, commission, fee, net_profit, magic,
                    comment, deal_count, ord);
 end
+$$;
+
+--
+-- Name: mt5_unclaim_cycle_accounts(uuid, uuid[], text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_unclaim_cycle_accounts(p_execution_id uuid, p_account_ids uuid[], p_outcome text) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    update public.trading_accounts as a
+       set sync_lease_holder = null, sync_lease_until = null, sync_lease_flow_run_id = null
+      from public.sync_cycle_claims as c
+     where c.execution_id = p_execution_id and c.account_id = a.id
+       and a.id = any (p_account_ids) and a.sync_lease_holder = c.lease_holder;
+    update public.sync_cycle_claims
+       set outcome = p_outcome
+     where execution_id = p_execution_id and account_id = any (p_account_ids);
 $$;
 
 --
@@ -1352,10 +1590,17 @@ CREATE TABLE public.sync_logs (
     error_message text,
     details jsonb,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_holder uuid,
     CONSTRAINT sync_logs_status_check CHECK ((status = ANY (ARRAY['processing'::text, 'success'::text, 'partial'::text, 'failed'::text, 'deferred'::text, 'skipped'::text]))),
     CONSTRAINT sync_logs_sync_type_check CHECK ((sync_type = ANY (ARRAY['full'::text, 'incremental'::text]))),
     CONSTRAINT sync_logs_trigger_check CHECK ((trigger = ANY (ARRAY['scheduled'::text, 'manual'::text, 'backfill'::text])))
 );
+
+--
+-- Name: COLUMN sync_logs.lease_holder; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.sync_logs.lease_holder IS 'The lease this sync held while it ran; null until it held one (a manual request not yet started). A processing row with a holder that is not the account''s live lease is abandoned.';
 
 --
 -- Name: trading_accounts; Type: TABLE; Schema: public; Owner: -
@@ -1388,6 +1633,7 @@ CREATE TABLE public.trading_accounts (
     last_manual_sync_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    sync_lease_flow_run_id uuid,
     CONSTRAINT trading_accounts_failure_count_check CHECK ((sync_failure_count >= 0))
 );
 
@@ -1396,6 +1642,12 @@ CREATE TABLE public.trading_accounts (
 --
 
 COMMENT ON TABLE public.trading_accounts IS 'MT5 accounts synced by mt5-sync; one row per (server, login, user).';
+
+--
+-- Name: COLUMN trading_accounts.sync_lease_flow_run_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.trading_accounts.sync_lease_flow_run_id IS 'Prefect flow run of the lease holder (set when its sync starts): lets a claimer ask Prefect whether the holder is still alive.';
 
 --
 -- Name: mt5_accounts_with_failures; Type: VIEW; Schema: public; Owner: -
@@ -1511,6 +1763,47 @@ CREATE TABLE public.sync_commit_chunks (
 COMMENT ON TABLE public.sync_commit_chunks IS 'Chunks of large commits staged over the Data API; emptied by mt5_commit_staged_account_sync.';
 
 --
+-- Name: sync_cycle_claims; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sync_cycle_claims (
+    execution_id uuid NOT NULL,
+    account_id uuid NOT NULL,
+    host text NOT NULL,
+    lease_holder uuid NOT NULL,
+    outcome text NOT NULL,
+    claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+    claims integer DEFAULT 1 NOT NULL,
+    CONSTRAINT sync_cycle_claims_outcome_check CHECK ((outcome = ANY (ARRAY['claimed'::text, 'skipped'::text, 'deferred'::text])))
+);
+
+--
+-- Name: sync_cycle_shards; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sync_cycle_shards (
+    execution_id uuid NOT NULL,
+    host text NOT NULL,
+    flow_run_id uuid,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    summary jsonb
+);
+
+--
+-- Name: sync_cycles; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.sync_cycles (
+    execution_id uuid NOT NULL,
+    trigger text NOT NULL,
+    sync_type text NOT NULL,
+    account_ids uuid[],
+    opened_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT sync_cycles_trigger_check CHECK ((trigger = ANY (ARRAY['scheduled'::text, 'manual'::text, 'backfill'::text])))
+);
+
+--
 -- Name: sync_quarantine; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1589,6 +1882,27 @@ ALTER TABLE ONLY public.deals
 
 ALTER TABLE ONLY public.sync_commit_chunks
     ADD CONSTRAINT sync_commit_chunks_pkey PRIMARY KEY (sync_id, part, seq);
+
+--
+-- Name: sync_cycle_claims sync_cycle_claims_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_cycle_claims
+    ADD CONSTRAINT sync_cycle_claims_pkey PRIMARY KEY (execution_id, account_id);
+
+--
+-- Name: sync_cycle_shards sync_cycle_shards_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_cycle_shards
+    ADD CONSTRAINT sync_cycle_shards_pkey PRIMARY KEY (execution_id, host);
+
+--
+-- Name: sync_cycles sync_cycles_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_cycles
+    ADD CONSTRAINT sync_cycles_pkey PRIMARY KEY (execution_id);
 
 --
 -- Name: sync_logs sync_logs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1670,6 +1984,12 @@ CREATE INDEX sync_commit_chunks_account_created_idx ON public.sync_commit_chunks
 CREATE INDEX sync_logs_account_started_idx ON public.sync_logs USING btree (account_id, started_at DESC);
 
 --
+-- Name: sync_logs_execution_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sync_logs_execution_idx ON public.sync_logs USING btree (execution_id, account_id) WHERE (execution_id IS NOT NULL);
+
+--
 -- Name: sync_logs_started_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1698,6 +2018,12 @@ CREATE INDEX trades_account_status_idx ON public.trades USING btree (account_id,
 --
 
 CREATE INDEX trading_accounts_active_sync_idx ON public.trading_accounts USING btree (last_sync_at NULLS FIRST, id) WHERE is_active;
+
+--
+-- Name: trading_accounts_lease_holder_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX trading_accounts_lease_holder_idx ON public.trading_accounts USING btree (sync_lease_holder) WHERE (sync_lease_holder IS NOT NULL);
 
 --
 -- Name: trading_accounts_user_idx; Type: INDEX; Schema: public; Owner: -
@@ -1756,6 +2082,27 @@ ALTER TABLE ONLY public.deals
 
 ALTER TABLE ONLY public.sync_commit_chunks
     ADD CONSTRAINT sync_commit_chunks_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: sync_cycle_claims sync_cycle_claims_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_cycle_claims
+    ADD CONSTRAINT sync_cycle_claims_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: sync_cycle_claims sync_cycle_claims_execution_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_cycle_claims
+    ADD CONSTRAINT sync_cycle_claims_execution_id_fkey FOREIGN KEY (execution_id) REFERENCES public.sync_cycles(execution_id) ON DELETE CASCADE;
+
+--
+-- Name: sync_cycle_shards sync_cycle_shards_execution_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.sync_cycle_shards
+    ADD CONSTRAINT sync_cycle_shards_execution_id_fkey FOREIGN KEY (execution_id) REFERENCES public.sync_cycles(execution_id) ON DELETE CASCADE;
 
 --
 -- Name: sync_logs sync_logs_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -1856,6 +2203,42 @@ ALTER TABLE public.sync_commit_chunks ENABLE ROW LEVEL SECURITY;
 --
 
 CREATE POLICY sync_commit_chunks_service_role_all ON public.sync_commit_chunks TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: sync_cycle_claims; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.sync_cycle_claims ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sync_cycle_claims sync_cycle_claims_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_cycle_claims_service_role_all ON public.sync_cycle_claims TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: sync_cycle_shards; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.sync_cycle_shards ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sync_cycle_shards sync_cycle_shards_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_cycle_shards_service_role_all ON public.sync_cycle_shards TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: sync_cycles; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.sync_cycles ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sync_cycles sync_cycles_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY sync_cycles_service_role_all ON public.sync_cycles TO service_role USING (true) WITH CHECK (true);
 
 --
 -- Name: sync_logs; Type: ROW SECURITY; Schema: public; Owner: -
@@ -1985,6 +2368,20 @@ REVOKE ALL ON FUNCTION public.mt5_acquire_sync_lease(p_account_id uuid, p_holder
 GRANT ALL ON FUNCTION public.mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer) TO service_role;
 
 --
+-- Name: FUNCTION mt5_break_sync_lease(p_account_id uuid, p_holder uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_break_sync_lease(p_account_id uuid, p_holder uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_break_sync_lease(p_account_id uuid, p_holder uuid) TO service_role;
+
+--
+-- Name: FUNCTION mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION mt5_claim_manual_sync(p_account_id uuid, p_user_id uuid, p_sync_id uuid, p_sync_type text, p_window_seconds integer, p_default_estimate_seconds integer); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2055,11 +2452,25 @@ REVOKE ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) FROM PUBLI
 GRANT ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) TO service_role;
 
 --
+-- Name: FUNCTION mt5_cycle_report(p_execution_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_cycle_report(p_execution_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_cycle_report(p_execution_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION mt5_mark_sync_started(p jsonb); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.mt5_mark_sync_started(p jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_mark_sync_started(p jsonb) TO service_role;
+
+--
+-- Name: FUNCTION mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]) TO service_role;
 
 --
 -- Name: FUNCTION mt5_payload_array_length(p jsonb, fn text, key text, nullable boolean); Type: ACL; Schema: public; Owner: -
@@ -2111,6 +2522,13 @@ REVOKE ALL ON FUNCTION public.mt5_payload_uuid(p jsonb, fn text, key text, requi
 GRANT ALL ON FUNCTION public.mt5_payload_uuid(p jsonb, fn text, key text, required boolean) TO service_role;
 
 --
+-- Name: FUNCTION mt5_record_cycle_shard(p_execution_id uuid, p_host text, p_flow_run_id uuid, p_summary jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_record_cycle_shard(p_execution_id uuid, p_host text, p_flow_run_id uuid, p_summary jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_record_cycle_shard(p_execution_id uuid, p_host text, p_flow_run_id uuid, p_summary jsonb) TO service_role;
+
+--
 -- Name: FUNCTION mt5_record_sync_failure(p jsonb); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2139,6 +2557,13 @@ REVOKE ALL ON FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder
 GRANT ALL ON FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) TO service_role;
 
 --
+-- Name: FUNCTION mt5_renew_sync_leases(p_holders uuid[], p_ttl_seconds integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_renew_sync_leases(p_holders uuid[], p_ttl_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_renew_sync_leases(p_holders uuid[], p_ttl_seconds integer) TO service_role;
+
+--
 -- Name: FUNCTION mt5_sync_duration_estimates(p_account_ids uuid[], p_last integer); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2146,11 +2571,25 @@ REVOKE ALL ON FUNCTION public.mt5_sync_duration_estimates(p_account_ids uuid[], 
 GRANT ALL ON FUNCTION public.mt5_sync_duration_estimates(p_account_ids uuid[], p_last integer) TO service_role;
 
 --
+-- Name: FUNCTION mt5_sync_lease_of(p_account_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_sync_lease_of(p_account_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_sync_lease_of(p_account_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION mt5_trade_columns(c jsonb, n integer); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.mt5_trade_columns(c jsonb, n integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_trade_columns(c jsonb, n integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_unclaim_cycle_accounts(p_execution_id uuid, p_account_ids uuid[], p_outcome text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_unclaim_cycle_accounts(p_execution_id uuid, p_account_ids uuid[], p_outcome text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_unclaim_cycle_accounts(p_execution_id uuid, p_account_ids uuid[], p_outcome text) TO service_role;
 
 --
 -- Name: TABLE account_snapshots; Type: ACL; Schema: public; Owner: -

@@ -50,6 +50,7 @@ async def sync_account(
     full_from: str | None = None,
     sync_history: bool = True,
     history_days: int | None = None,
+    lease_holder: str | None = None,
 ) -> State[Any]:
     logger = get_run_logger()
     settings = runtime.settings()
@@ -62,7 +63,8 @@ async def sync_account(
         "sync_type": sync_type,
         "started_at": utc_now().isoformat(),
     }
-    context["lease_holder"] = context["sync_id"]
+    # A cycle's shard claimed the account under its own lease holder; alone, the sync is one.
+    context["lease_holder"] = lease_holder or context["sync_id"]
     fetch = fetch_account_snapshot.with_options(
         retries=settings.fetch_retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_backoff_s),
@@ -87,7 +89,9 @@ async def sync_account(
         logger.error("sync of %s failed: %s", account_label, outcome.error_message)
         outcome.timings = timing.pop(context["sync_id"])
         await record_sync_failure(failure_payload(outcome, context))
+        runtime.lease_keeper().drop(context["lease_holder"])  # released by the failure record
         return Failed(message=outcome.error_message, data=outcome.to_dict())
+    runtime.lease_keeper().drop(context["lease_holder"])  # the commit released it
     outcome = success_outcome(context, fetched, written["payload"], written["committed"])
     outcome.timings = timing.pop(context["sync_id"])
     outcome.commit_ms = round(outcome.timings.get("commit_ms", 0))

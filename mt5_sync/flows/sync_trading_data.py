@@ -1,19 +1,15 @@
-"""``sync_trading_data``: the scheduled cycle over every active account.
+"""``sync_trading_data``: the scheduled cycle over every active account, on every live host.
 
-Reads top to bottom: load accounts (least recently synced first) and, when the cycle has a
-budget, their recent sync durations; then a dispatcher keeps ``sync_account`` subflows in
-flight as a sliding window (a slow account holds only its own place) and, before starting
-each account, asks the deadline planner whether it can finish within the budget — the ones
-that cannot are *deferred* (not started, reported and logged as ``deferred``, first in line
-next cycle). Finally the summary is published as a table artifact and returned in the Edge
-Function's response shape.
+Reads top to bottom: list the active accounts (for the report) and open the cycle's claim
+queue in Postgres; then find the live hosts -- the work queues of this run's pool that a worker
+polled recently -- and start one ``sync-cycle-shard`` run on each host's queue. Each shard
+claims accounts from the shared queue as its own terminals free up, so a fast host takes
+more and a host that joins later takes what is left (mt5_sync/flows/sync_cycle_shard.py). The
+parent waits for the shards, merges their reports (and, for a host that died, what reached the
+database) into the Edge Function's response, publishes the table artifact, and returns it.
 
-Terminals and subflows are counted apart. At most ``max_concurrency`` accounts hold a
-terminal at once (the terminal pool's cap, shared with manual syncs on the host through the
-installs' locks), but the window holds more subflows than that (``MT5SYNC_QUEUED_ACCOUNTS``,
-default as many again): the extra ones have done their Prefect and database bookkeeping and
-wait in the pool's queue, so a terminal that frees up starts its next account at once, and
-an account's commit and final states happen after its terminal is already someone else's.
+Not started from a deployment (``mt5-sync sync``, the demo, tests), or with no host queue
+live, the parent runs the one shard itself, in its own process, through the same claim queue.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -29,23 +24,11 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.runtime import flow_run
 
 from mt5_sync.clock import utc_now
-from mt5_sync.flows.sync_account import sync_account
-from mt5_sync.sync import timing
-from mt5_sync.sync.deadline import DeadlinePlanner
-from mt5_sync.sync.outcome import AccountOutcome, summarize_cycle, summary_table
-from mt5_sync.sync.steps import describe_error
-from mt5_sync.tasks import runtime
-from mt5_sync.tasks.database import (
-    load_active_accounts,
-    load_duration_estimates,
-    record_deferred_syncs,
-)
-from mt5_sync.tasks.terminal import warm_up_terminals
-
-
-def _sync_id(execution_id: str, account_id: str) -> str:
-    """Stable per (cycle, account): a retried cycle reuses its accounts' cached fetches."""
-    return str(uuid.uuid5(uuid.UUID(execution_id), account_id))
+from mt5_sync.flows.sync_cycle_shard import cycle_sync_id, run_shard
+from mt5_sync.sync.outcome import summarize_cycle, summary_table
+from mt5_sync.sync.shards import merge_cycle
+from mt5_sync.tasks import orchestration, runtime
+from mt5_sync.tasks.database import load_active_accounts, record_deferred_syncs
 
 
 @flow(name="sync-trading-data", log_prints=False)
@@ -62,135 +45,75 @@ async def sync_trading_data(
     started = utc_now()
     clock = time.monotonic()
     execution_id = flow_run.get_id() or str(uuid.uuid4())
-    terminals = min(max_concurrency or settings.max_concurrency, settings.slot_count)
-    limit = settings.in_flight_for(terminals)
     budget = settings.cycle_budget_s if cycle_budget_s is None else cycle_budget_s
 
     if trigger == "backfill" and not account_ids:
         # A backfill re-reads full history: never let an empty list mean "every account".
         raise ValueError("a backfill needs account_ids (and usually full_from)")
     accounts = await load_active_accounts(account_ids or None)
-    history: dict[str, float] = {}
-    if accounts:
-        # All terminal workers start now, in parallel (not one by one in the first wave),
-        # while the accounts' recent durations load.
-        warm_up = asyncio.ensure_future(warm_up_terminals())
-        try:
-            if budget > 0:
-                history = await load_duration_estimates(
-                    [a["id"] for a in accounts], settings.estimate_history_syncs
-                )
-        finally:
-            await warm_up
-    planner = DeadlinePlanner(
-        budget_s=budget, history_ms=history, default_s=settings.default_account_estimate_s
+    store = runtime.store()
+    await runtime.in_db_thread(
+        store.open_sync_cycle, execution_id, trigger, sync_type, account_ids or None
     )
-    pool = runtime.terminals()
-    pool.limit_in_use(terminals)
-    pool.reset_usage()
-    logger.info(
-        "syncing %d active accounts on %d terminals, %d subflows in flight%s", len(accounts),
-        terminals, limit, f", budget {budget:g}s" if budget > 0 else "",
+    shard_args: dict[str, Any] = {
+        "execution_id": execution_id, "trigger": trigger, "sync_type": sync_type,
+        "full_from": full_from, "max_concurrency": max_concurrency,
+    }
+
+    pool_name = await orchestration.deployment_pool()
+    hosts = await orchestration.live_hosts(pool_name, settings.host_liveness_s) if pool_name else []
+    if hosts:
+        logger.info("%d active accounts, claimed by %d live hosts: %s", len(accounts),
+                    len(hosts), ", ".join(hosts))
+        shards = await orchestration.start_shards(
+            settings.shard_deployment, hosts,
+            {**shard_args, "budget_s": max(0.0, budget - (time.monotonic() - clock))
+             if budget > 0 else 0.0},
+            execution_id,
+        )
+        give_up_after = (budget + 2 * settings.lease_ttl_s + 60) if budget > 0 else None
+        await _wait_for_shards(shards, logger, give_up_after)
+        reports = None
+    else:
+        if pool_name:
+            logger.warning("no host queue of pool %s was polled in the last %gs: this run "
+                           "syncs on its own host (%s)", pool_name, settings.host_liveness_s,
+                           settings.host_name)
+        reports = [await run_shard(host=settings.host_name, budget_s=budget, **shard_args)]
+
+    cycle = await runtime.in_db_thread(store.cycle_report, execution_id)
+    merged = merge_cycle(
+        accounts,
+        reports if reports is not None else
+        [s["summary"] for s in cycle.get("shards", []) if s.get("summary")],
+        cycle.get("claims", []), cycle.get("logs", []),
+        now_iso=utc_now().isoformat(), sync_type=sync_type,
     )
-
-    async def run_one(account: dict[str, Any]) -> AccountOutcome:
-        slot_started = time.perf_counter()
-        sync_id = _sync_id(execution_id, account["id"])
-        state = await sync_account(
-            account_id=account["id"],
-            trigger=trigger,
-            sync_type=sync_type,
-            sync_id=sync_id,
-            execution_id=execution_id,
-            account_label=account["label"],
-            full_from=full_from,
-            return_state=True,
-        )
-        slot_ms = (time.perf_counter() - slot_started) * 1000
-        try:
-            data = await state.aresult(raise_on_failure=False)
-        except Exception as exc:  # the subflow crashed before reporting an outcome
-            data = exc
-        if isinstance(data, dict) and "account_id" in data:
-            outcome = AccountOutcome(**data)
-            outcome.login = outcome.login or account["login"]
-            work = sum(outcome.timings.get(k, 0.0) for k in timing.WORK_STEPS)
-            queued = outcome.timings.get("terminal_wait_ms", 0.0)
-            outcome.timings["slot_ms"] = slot_ms
-            outcome.timings["prefect_ms"] = max(0.0, slot_ms - work - queued)
-            planner.observe(slot_ms / 1000, outcome.duration_ms / 1000)
-            return outcome
-        planner.observe(slot_ms / 1000, None)
-        timing.pop(sync_id)  # the subflow died before collecting its step timings
-        code, message = describe_error(data if isinstance(data, BaseException) else
-                                       RuntimeError(str(state.message)))
-        now = utc_now().isoformat()
-        return AccountOutcome(
-            account_id=account["id"], status="failed", started_at=now, completed_at=now,
-            duration_ms=0, error_code=code, error_message=message, login=account["login"],
-        )
-
-    def defer(account: dict[str, Any], estimate_s: float, elapsed_s: float) -> AccountOutcome:
-        now = utc_now().isoformat()
-        return AccountOutcome(
-            account_id=account["id"], status="deferred", started_at=now, completed_at=now,
-            duration_ms=0, error_code="deadline", login=account["login"],
-            error_message=planner.deferral_message(estimate_s, elapsed_s),
-            sync_id=_sync_id(execution_id, account["id"]), sync_type=sync_type,
-            extra={"estimate_ms": round(estimate_s * 1000)},
-        )
-
-    # The sliding window: start accounts while a slot is free, wait for any one to finish.
-    outcomes: dict[str, AccountOutcome] = {}
-    queue = deque(accounts)
-    running: dict[asyncio.Task[AccountOutcome], str] = {}
-    peak = 0
-    try:
-        while queue or running:
-            while queue and len(running) < limit:
-                account = queue.popleft()
-                elapsed = time.monotonic() - clock
-                estimate = planner.admit(account["id"], elapsed)
-                if estimate is not None:
-                    outcomes[account["id"]] = defer(account, estimate, elapsed)
-                    continue
-                running[asyncio.ensure_future(run_one(account))] = account["id"]
-                peak = max(peak, len(running))
-            if running:
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    outcomes[running.pop(finished)] = finished.result()
-    finally:
-        pool.limit_in_use(pool.size)  # the pool outlives this cycle in a long-lived process
-
-    deferred = [o for o in outcomes.values() if o.status == "deferred"]
-    if deferred:
+    if merged.unclaimed:
         await record_deferred_syncs({
-            "execution_id": execution_id,
-            "flow_run_id": flow_run.get_id(),
-            "trigger": trigger,
-            "sync_type": sync_type,
-            "deferred_at": utc_now().isoformat(),
-            "syncs": [
-                {"sync_id": o.sync_id, "account_id": o.account_id,
-                 "estimate_ms": o.extra.get("estimate_ms"), "message": o.error_message}
-                for o in deferred
-            ],
+            "execution_id": execution_id, "flow_run_id": flow_run.get_id(), "trigger": trigger,
+            "sync_type": sync_type, "deferred_at": utc_now().isoformat(),
+            "syncs": [{"sync_id": cycle_sync_id(execution_id, o.account_id),
+                       "account_id": o.account_id, "message": o.error_message}
+                      for o in merged.unclaimed],
         })
+    deferred = [o for o in merged.outcomes if o.status == "deferred"]
+    if deferred:
         logger.warning(
             "%d of %d accounts deferred to the next cycle (budget %gs)",
-            len(deferred), len(accounts), budget,
+            len(deferred), len(merged.outcomes), budget,
         )
 
     summary = summarize_cycle(
-        [outcomes[a["id"]] for a in accounts],
+        merged.outcomes,
         execution_id=execution_id,
         started=started,
         finished=utc_now(),
-        max_in_flight=peak,
-        terminals=terminals,
-        terminals_busy=pool.usage_snapshot() if accounts else None,
+        max_in_flight=merged.max_in_flight,
+        terminals=merged.terminals,
+        terminals_busy=merged.terminals_busy,
     )
+    summary["hosts"] = merged.hosts
     if budget > 0:
         summary["cycleBudgetS"] = budget
     await acreate_table_artifact(
@@ -206,7 +129,36 @@ async def sync_trading_data(
         "cycle done: %d accounts, %d success, %d partial, %d failed, %d deferred, %d ms, "
         "peak in flight %d, terminals busy peak %s mean %s of %d",
         summary["totalAccounts"], summary["successCount"], summary["partialCount"],
-        summary["failureCount"], summary["deferredCount"], summary["duration_ms"], peak,
-        summary.get("terminalsBusyPeak"), summary.get("terminalsBusyMean"), terminals,
+        summary["failureCount"], summary["deferredCount"], summary["duration_ms"],
+        merged.max_in_flight, summary.get("terminalsBusyPeak"), summary.get("terminalsBusyMean"),
+        merged.terminals,
     )
     return summary
+
+
+async def _wait_for_shards(
+    shards: list[orchestration.ShardRun], logger: Any, give_up_after_s: float | None
+) -> None:
+    """Until every shard run is final. A shard whose host died is marked Crashed by the
+    heartbeat automation (``deployments.bootstrap``), so this never waits on a dead host for
+    long; a shard no worker picked up once the others are done is cancelled. Without the
+    automation, a cycle with a budget stops waiting ``give_up_after_s`` after it started (its
+    accounts' leases have lapsed by then) and marks what is left Crashed itself."""
+    waited_from = time.monotonic()
+    while True:
+        await orchestration.refresh(shards)
+        pending = [s for s in shards if not s.final]
+        if not pending:
+            break
+        if all(s.state in ("SCHEDULED", "PENDING") for s in pending) and len(pending) < len(
+                shards):
+            # the other hosts finished: nothing is left to claim for one that never started
+            await orchestration.cancel_unstarted(pending)
+            break
+        if give_up_after_s is not None and time.monotonic() - waited_from > give_up_after_s:
+            await orchestration.crash(pending, f"no end after {give_up_after_s:g}s")
+            break
+        await asyncio.sleep(1.0)
+    for s in shards:
+        if s.state != "COMPLETED":
+            logger.warning("shard on host %s ended %s: %s", s.host, s.state, s.message or "")

@@ -45,6 +45,33 @@ class Store(Protocol):
 
     def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int: ...
 
+    # the cycle's claim queue, shared by every host's shard (migration 20261203000100)
+    def open_sync_cycle(
+        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None
+    ) -> None: ...
+
+    def claim_cycle_accounts(
+        self, execution_id: str, host: str, limit: int, lease_seconds: int,
+        flow_run_id: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    def unclaim_cycle_accounts(
+        self, execution_id: str, account_ids: Sequence[str], outcome: str
+    ) -> None: ...
+
+    def record_cycle_shard(
+        self, execution_id: str, host: str, flow_run_id: str | None,
+        summary: Mapping[str, Any] | None,
+    ) -> None: ...
+
+    def cycle_report(self, execution_id: str) -> dict[str, Any]: ...
+
+    def renew_sync_leases(self, holders: Sequence[str], ttl_seconds: int) -> set[str]: ...
+
+    def break_sync_lease(self, account_id: str, holder: str) -> bool: ...
+
+    def sync_lease_of(self, account_id: str) -> dict[str, Any] | None: ...
+
 
 def make_store(config: Settings | StoreConfig, *, pool_size: int = 0) -> Store:
     """The store the settings ask for; raises StoreConfigError (a ValueError) when they are

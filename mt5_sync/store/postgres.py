@@ -442,6 +442,96 @@ class PostgresStore:
             (account_id, holder),
         )
 
+    # ------------------------------------------------------------ the cycle's claim queue
+
+    def open_sync_cycle(
+        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None
+    ) -> None:
+        """Open (idempotently) the cycle whose accounts every host's shard claims from.
+
+        ``account_ids`` None: every account active when claimed (one added mid-cycle too).
+        """
+        ids = None if account_ids is None else [
+            i for i in (_uuid_or_none(a) for a in account_ids) if i is not None]
+        self._call(
+            "mt5_open_sync_cycle",
+            "select public.mt5_open_sync_cycle(%s::uuid, %s, %s, %s::uuid[])",
+            (execution_id, trigger, sync_type, ids),
+        )
+
+    def claim_cycle_accounts(
+        self, execution_id: str, host: str, limit: int, lease_seconds: int,
+        flow_run_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` accounts of the cycle, least recently synced first, for ``host``.
+
+        Rows: ``account_id, login_number, broker_server, outcome ('claimed' | 'skipped'),
+        lease_holder, claims, detail``. A claimed account's lease is the shard's for
+        ``lease_seconds`` (renew it); a skipped one has a live holder and is logged so.
+        """
+        return self.fetch_all(
+            "select account_id::text, login_number, broker_server, outcome,"
+            " lease_holder::text, claims, detail"
+            " from public.mt5_claim_cycle_accounts(%s::uuid, %s, %s, %s, %s::uuid)",
+            (execution_id, host, int(limit), int(lease_seconds), flow_run_id),
+        )
+
+    def unclaim_cycle_accounts(
+        self, execution_id: str, account_ids: Sequence[str], outcome: str
+    ) -> None:
+        """Give claimed accounts back (lease released), recording ``outcome`` ('deferred')."""
+        self._call(
+            "mt5_unclaim_cycle_accounts",
+            "select public.mt5_unclaim_cycle_accounts(%s::uuid, %s::uuid[], %s)",
+            (execution_id, list(account_ids), outcome),
+        )
+
+    def record_cycle_shard(
+        self, execution_id: str, host: str, flow_run_id: str | None,
+        summary: Mapping[str, Any] | None,
+    ) -> None:
+        """A shard's start (``summary`` None) or its report to the parent."""
+        self._call(
+            "mt5_record_cycle_shard",
+            "select public.mt5_record_cycle_shard(%s::uuid, %s, %s::uuid, %s)",
+            (execution_id, host, flow_run_id,
+             None if summary is None else _jsonb(dict(summary))),
+        )
+
+    def cycle_report(self, execution_id: str) -> dict[str, Any]:
+        """``{"shards": [...], "claims": [...], "logs": [...]}`` of one cycle."""
+        result = self._call(
+            "mt5_cycle_report", "select public.mt5_cycle_report(%s::uuid)", (execution_id,)
+        )
+        return dict(result or {})
+
+    def renew_sync_leases(self, holders: Sequence[str], ttl_seconds: int) -> set[str]:
+        """Extend the leases ``holders`` still have; returns those holders."""
+        if not holders:
+            return set()
+        rows = self.fetch_all(
+            "select h::text as holder from public.mt5_renew_sync_leases(%s::uuid[], %s) as h",
+            (list(holders), int(ttl_seconds)),
+        )
+        return {r["holder"] for r in rows}
+
+    def break_sync_lease(self, account_id: str, holder: str) -> bool:
+        """Clear the lease if ``holder`` (known dead) still has it; True when cleared."""
+        return bool(self._call(
+            "mt5_break_sync_lease",
+            "select public.mt5_break_sync_lease(%s::uuid, %s::uuid)",
+            (account_id, holder),
+        ))
+
+    def sync_lease_of(self, account_id: str) -> dict[str, Any] | None:
+        """``{"holder", "until", "flow_run_id", "live"}`` of the account's lease, or None."""
+        rows = self.fetch_all(
+            "select holder::text, until, flow_run_id::text, live"
+            " from public.mt5_sync_lease_of(%s::uuid)",
+            (account_id,),
+        )
+        return rows[0] if rows else None
+
     # ------------------------------------------------------------ accounts (demo, tests, admin)
 
     def ensure_user(self, user_id: str, email: str | None = None) -> None:

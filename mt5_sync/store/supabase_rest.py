@@ -345,5 +345,65 @@ class SupabaseRestStore:
         """Release the lease if ``holder`` still holds it (no-op otherwise)."""
         self._rpc("mt5_release_sync_lease", {"p_account_id": account_id, "p_holder": holder})
 
+    # ------------------------------------------------------------ the cycle's claim queue
+
+    def open_sync_cycle(
+        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None
+    ) -> None:
+        ids = None if account_ids is None else [
+            i for i in (_uuid_or_none(a) for a in account_ids) if i]
+        self._rpc("mt5_open_sync_cycle", {
+            "p_execution_id": execution_id, "p_trigger": trigger, "p_sync_type": sync_type,
+            "p_account_ids": ids,
+        })
+
+    def claim_cycle_accounts(
+        self, execution_id: str, host: str, limit: int, lease_seconds: int,
+        flow_run_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        rows = self._rpc("mt5_claim_cycle_accounts", {
+            "p_execution_id": execution_id, "p_host": host, "p_limit": int(limit),
+            "p_lease_seconds": int(lease_seconds), "p_flow_run_id": flow_run_id,
+        })
+        return list(rows or [])
+
+    def unclaim_cycle_accounts(
+        self, execution_id: str, account_ids: Sequence[str], outcome: str
+    ) -> None:
+        self._rpc("mt5_unclaim_cycle_accounts", {
+            "p_execution_id": execution_id, "p_account_ids": list(account_ids),
+            "p_outcome": outcome,
+        })
+
+    def record_cycle_shard(
+        self, execution_id: str, host: str, flow_run_id: str | None,
+        summary: Mapping[str, Any] | None,
+    ) -> None:
+        self._rpc("mt5_record_cycle_shard", {
+            "p_execution_id": execution_id, "p_host": host, "p_flow_run_id": flow_run_id,
+            "p_summary": None if summary is None else dict(summary),
+        })
+
+    def cycle_report(self, execution_id: str) -> dict[str, Any]:
+        return dict(self._rpc("mt5_cycle_report", {"p_execution_id": execution_id}) or {})
+
+    def renew_sync_leases(self, holders: Sequence[str], ttl_seconds: int) -> set[str]:
+        if not holders:
+            return set()
+        rows = self._rpc("mt5_renew_sync_leases", {
+            "p_holders": list(holders), "p_ttl_seconds": int(ttl_seconds)})
+        # a set-returning function of a scalar comes back as a list of scalars
+        return {str(r if not isinstance(r, dict) else next(iter(r.values())))
+                for r in rows or []}
+
+    def break_sync_lease(self, account_id: str, holder: str) -> bool:
+        return self._rpc(
+            "mt5_break_sync_lease", {"p_account_id": account_id, "p_holder": holder}
+        ) is True
+
+    def sync_lease_of(self, account_id: str) -> dict[str, Any] | None:
+        rows = self._rpc("mt5_sync_lease_of", {"p_account_id": account_id})
+        return dict(rows[0]) if rows else None
+
 
 __all__ = ["ACCOUNT_COLUMNS", "STAGING_TABLE", "SupabaseRestStore"]

@@ -27,6 +27,8 @@ class AccountOutcome:
     terminal_ms: int = 0
     commit_ms: int = 0
     attempts: int = 1
+    #: the host (work queue) whose terminals ran it; None for a lone manual sync
+    host: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: where the account's time went (ms): db_ms, fetch_ms, transform_ms, commit_ms recorded
     #: by the tasks; slot_ms (time it held its slot) and prefect_ms (the rest) by the parent
@@ -53,6 +55,8 @@ class AccountOutcome:
             terminal_ms=self.terminal_ms,
             commit_ms=self.commit_ms,
         )
+        if self.host:
+            item["host"] = self.host
         if self.timings:
             item["timings"] = {k: round(v, 1) for k, v in self.timings.items()}
         if self.error_code:
@@ -110,6 +114,7 @@ def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "account": r.get("login") or r["account_id"],
+            "host": r.get("host") or "",
             "status": r["status"],
             "trades": r["trades_synced"],
             "deals": r.get("deals_synced", 0),

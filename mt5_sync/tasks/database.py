@@ -60,13 +60,19 @@ async def claim_account(context: dict[str, Any], ttl_s: int, wait_s: float) -> N
     Not a task of its own (a task run costs the Prefect server 30-45 ms of CPU per account, see
     docs/benchmarks.md): the fetch task calls it first, and the commit task calls it again
     when the fetch came from cache. The lease lives in the database, so a manual run on
-    another worker and the scheduled cycle agree; it waits (bounded) for another sync of the
-    account to finish, and expires on its own if a worker dies holding it. Re-claiming by
+    another worker and the scheduled cycle agree. It is short (``ttl_s``) and this process
+    renews it while the sync runs (:mod:`mt5_sync.sync.leases`), so a dead holder frees the
+    account within one TTL; a holder whose flow run Prefect reports final is broken at once.
+    Otherwise this waits (bounded by ``wait_s``) for the other sync to finish. Re-claiming by
     the same holder extends the lease; the log row is an upsert: both are safe to repeat.
+    Starting the sync closes the account's abandoned 'processing' rows (mt5_mark_sync_started).
     """
+    from mt5_sync.tasks.orchestration import final_flow_runs
+
     store = runtime.store()
     sync_id, account_id, holder = context["sync_id"], context["account_id"], context["lease_holder"]
     deadline = time.monotonic() + wait_s
+    checked: set[str] = set()
     while True:
         with timing.timed(sync_id, "db_ms"):
             granted = await runtime.in_db_thread(
@@ -74,11 +80,20 @@ async def claim_account(context: dict[str, Any], ttl_s: int, wait_s: float) -> N
             )
         if granted:
             break
+        lease = await runtime.in_db_thread(store.sync_lease_of, account_id) or {}
+        other_run = lease.get("flow_run_id")
+        if other_run and other_run not in checked:
+            checked.add(other_run)
+            if await final_flow_runs([other_run]):
+                # Prefect says the holder's run is over (crashed, cancelled): take over now.
+                await runtime.in_db_thread(store.break_sync_lease, account_id, lease["holder"])
+                continue
         if time.monotonic() >= deadline:
             raise SyncAlreadyRunning(
                 f"another sync of this account is still running after waiting {wait_s:g}s"
             )
         await asyncio.sleep(1.0)
+    runtime.lease_keeper().hold(holder)
     with timing.timed(sync_id, "db_ms"):
         await runtime.in_db_thread(store.mark_sync_started, context)
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from mt5_sync.settings import Settings, StoreConfig, load_settings
 from mt5_sync.store.factory import Store, make_store
+from mt5_sync.sync.leases import LeaseKeeper
 from mt5_sync.terminal.pool import TerminalPool, get_terminal_pool
 
 T = TypeVar("T")
@@ -70,6 +71,23 @@ atexit.register(close_stores)
 def store() -> Store:
     """This process's store: direct Postgres or Supabase REST, as the settings choose."""
     return _store(settings().require_store_config())
+
+
+_KEEPERS: dict[tuple[StoreConfig, int], LeaseKeeper] = {}
+
+
+def lease_keeper() -> LeaseKeeper:
+    """This process's lease keeper (one per store and TTL): renews every lease held here."""
+    config, ttl = settings().require_store_config(), settings().lease_ttl_s
+    with _STORES_LOCK:
+        keeper = _KEEPERS.get((config, ttl))
+    if keeper is None:
+        keeper = LeaseKeeper(
+            lambda holders, ttl_s: _store(config).renew_sync_leases(holders, ttl_s), ttl
+        )
+        with _STORES_LOCK:
+            keeper = _KEEPERS.setdefault((config, ttl), keeper)
+    return keeper
 
 
 def terminals() -> TerminalPool:
