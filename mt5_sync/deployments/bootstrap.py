@@ -1,7 +1,18 @@
-"""Create the process work pool (and optional per-host work queues) the deployments use.
+"""Create the process work pool (and optional per-host work queues) the deployments use, and
+the automation that marks a flow run Crashed when its heartbeats stop.
 
     python -m mt5_sync.deployments.bootstrap             # pool "mt5-windows", type process
     python -m mt5_sync.deployments.bootstrap --queue host-a --queue host-b
+
+Why the automation: a SIGKILLed flow run (its host lost power, its worker killed) stays
+Running in Prefect for good, and keeps its deployment's concurrency slot until the slot's lease
+runs out -- measured 294 s for the scheduled cycle, during which every new cycle was cancelled
+(DESIGN.md). The runs of this project's deployments send a heartbeat event every 30 s
+(``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in prefect.yaml's job variables); this automation marks
+a run Crashed once one is 75 s late, which also releases its deployment slot at once (Prefect's
+``ReleaseFlowConcurrencySlots`` rule). This is the recipe of Prefect's "Detect zombie flows"
+guide, limited to runs tagged ``mt5``. Prefect Cloud's managed "Unresponsive run detection" does
+the same.
 
 Idempotent: an existing pool of type ``process`` is left as it is (queues are added); a pool
 of that name with another type is an error. The plain-CLI equivalent is
@@ -18,6 +29,9 @@ from dataclasses import dataclass, field
 
 POOL_NAME = "mt5-windows"
 POOL_TYPE = "process"
+ZOMBIE_AUTOMATION = "mt5-sync: crash runs whose heartbeats stopped"
+HEARTBEAT_S = 30  # Prefect's minimum; prefect.yaml sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY to it
+HEARTBEAT_GRACE_S = 75  # two and a half heartbeats
 
 
 @dataclass
@@ -25,6 +39,62 @@ class BootstrapReport:
     pool: str
     pool_created: bool
     queues_created: list[str] = field(default_factory=list)
+    automations_created: list[str] = field(default_factory=list)
+
+
+def zombie_run_automation() -> object:
+    """The automation (not yet saved): a run tagged mt5 with no heartbeat for 75 s is Crashed."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks an mt5-sync flow run Crashed when its heartbeats stop (its host or "
+        "process died), which frees its deployment's concurrency slot. Created by "
+        "python -m mt5_sync.deployments.bootstrap.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.mt5"}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=HEARTBEAT_GRACE_S),
+        ),
+        actions=[ChangeFlowRunState(
+            name="Crashed",
+            state=StateType.CRASHED,
+            force=False,  # an ordinary transition: Prefect's rules free the deployment slot
+            message=f"no heartbeat for {HEARTBEAT_GRACE_S}s: its host or process died "
+            f"(automation {ZOMBIE_AUTOMATION!r})",
+        )],
+    )
+
+
+async def ensure_automations() -> list[str]:
+    """Create the project's automations that are missing (by name); returns those created."""
+    from prefect import get_client
+
+    wanted = zombie_run_automation()
+    async with get_client() as client:
+        existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        if existing:
+            return []
+        await client.create_automation(wanted)  # type: ignore[arg-type]
+    return [ZOMBIE_AUTOMATION]
 
 
 async def ensure_work_pool(
@@ -99,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(
         ensure_work_pool(args.pool, queues=args.queue, concurrency_limit=args.concurrency_limit)
     )
+    report.automations_created = asyncio.run(ensure_automations())
     state = "created" if report.pool_created else "already there"
     print(f"work pool {report.pool!r} ({POOL_TYPE}): {state}")
     for queue in report.queues_created:
         print(f"work queue {queue!r}: created")
+    print(f"automation {ZOMBIE_AUTOMATION!r}: "
+          f"{'created' if report.automations_created else 'already there'}")
     print("next: prefect deploy --all   (from the repository root)", file=sys.stderr)
     return 0
 

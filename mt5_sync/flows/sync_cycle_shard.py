@@ -38,6 +38,10 @@ from mt5_sync.sync.steps import describe_error
 from mt5_sync.tasks import runtime
 from mt5_sync.tasks.database import record_deferred_syncs
 from mt5_sync.tasks.terminal import warm_up_terminals
+from mt5_sync.terminal.check import describe, misconfigured_installs
+
+#: an account's failure that says the host, not the account, is broken: stop claiming
+HOST_ERROR_CODES = frozenset({"terminal_misconfigured"})
 
 
 def cycle_sync_id(execution_id: str, account_id: str) -> str:
@@ -59,7 +63,8 @@ async def run_shard(
 
     Returns (and records in ``sync_cycle_shards``) ``{"host", "outcomes": [AccountOutcome
     dicts], "terminals", "max_in_flight", "terminals_busy": {"peak", "mean"} | None,
-    "claims", "taken_over", "flow_run_id"}``. ``budget_s`` <= 0: no deadline.
+    "claims", "taken_over", "flow_run_id", "error"}``. ``budget_s`` <= 0: no deadline.
+    A host whose terminal paths are wrong claims nothing and says so in ``error``.
     """
     logger = get_run_logger()
     settings = runtime.settings()
@@ -70,6 +75,10 @@ async def run_shard(
     terminals = min(max_concurrency or settings.max_concurrency, settings.slot_count)
     limit = settings.in_flight_for(terminals)
     await runtime.in_db_thread(store.record_cycle_shard, execution_id, host, shard_run_id, None)
+    problems = misconfigured_installs(settings.terminal_paths)
+    if problems:
+        return await _report_host_error(
+            execution_id, host, shard_run_id, terminals, describe(problems), logger)
 
     warm_up = asyncio.ensure_future(warm_up_terminals())
     history: dict[str, float] = {}
@@ -183,6 +192,7 @@ async def run_shard(
     running: dict[asyncio.Task[AccountOutcome], str] = {}
     peak = claims = taken_over = 0
     exhausted = False
+    host_error: str | None = None
     await warm_up
     try:
         while True:
@@ -212,7 +222,12 @@ async def run_shard(
                 break
             done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
-                outcomes[running.pop(finished)] = finished.result()
+                outcome = finished.result()
+                outcomes[running.pop(finished)] = outcome
+                if outcome.error_code in HOST_ERROR_CODES and host_error is None:
+                    host_error = outcome.error_message
+                    exhausted = True  # the host is broken: leave the rest to the other hosts
+                    logger.error("host %s stops claiming: %s", host, host_error)
     finally:
         pool.limit_in_use(pool.size)  # the pool outlives this cycle in a long-lived process
 
@@ -226,12 +241,28 @@ async def run_shard(
         "claims": claims,
         "taken_over": taken_over,
         "duration_s": round(time.monotonic() - clock, 3),
+        "error": host_error,
     }
     await runtime.in_db_thread(store.record_cycle_shard, execution_id, host, shard_run_id, report)
     logger.info(
         "host %s: %d accounts (%d claimed, %d taken over), peak in flight %d", host,
         len(outcomes), claims, taken_over, peak,
     )
+    return report
+
+
+async def _report_host_error(
+    execution_id: str, host: str, shard_run_id: str | None, terminals: int, error: str,
+    logger: Any,
+) -> dict[str, Any]:
+    logger.error("host %s: %s", host, error)
+    report: dict[str, Any] = {
+        "host": host, "flow_run_id": shard_run_id, "outcomes": [], "terminals": 0,
+        "max_in_flight": 0, "terminals_busy": None, "claims": 0, "taken_over": 0,
+        "duration_s": 0.0, "error": error, "configured_terminals": terminals,
+    }
+    store = runtime.store()
+    await runtime.in_db_thread(store.record_cycle_shard, execution_id, host, shard_run_id, report)
     return report
 
 

@@ -114,6 +114,10 @@ async def sync_trading_data(
         terminals_busy=merged.terminals_busy,
     )
     summary["hosts"] = merged.hosts
+    if merged.host_errors:
+        summary["hostErrors"] = merged.host_errors
+        for error in merged.host_errors:
+            logger.error("host configuration error: %s", error)
     if budget > 0:
         summary["cycleBudgetS"] = budget
     await acreate_table_artifact(

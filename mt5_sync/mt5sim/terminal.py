@@ -52,6 +52,8 @@ NOT_FOUND_TERMINAL = (
     c.RES_E_INTERNAL_FAIL_INIT,
     f"IPC initialize failed, MetaTrader 5 x64 not found (set {WORLD_ENV})",
 )
+#: initialize(path=...) naming no terminal64.exe: what a wrong MT5SYNC_TERMINAL_PATHS entry gets
+PROCESS_CREATE_FAILED = (c.RES_E_INTERNAL_FAIL_INIT, "IPC initialize failed, Process create failed")
 NOT_LOGGED_IN = (c.RES_E_FAIL, "Terminal: Not logged in")
 NOT_FOUND = (c.RES_E_NOT_FOUND, "Terminal: Not found")
 UNSUPPORTED = (c.RES_E_UNSUPPORTED, "Unsupported")
@@ -251,6 +253,11 @@ def initialize(
     if not world_path or not os.path.isfile(world_path):
         _S.initialized, _S.account = False, None
         raise _Fail(NOT_FOUND_TERMINAL)
+    # A path this machine can resolve must name a file, as on Windows; a Windows-style path
+    # (C:\MT5\...) on Linux stands for an install the simulator cannot see, taken as present.
+    if path is not None and os.path.isabs(path) and not os.path.isfile(path):
+        _S.initialized, _S.account = False, None
+        raise _Fail(PROCESS_CREATE_FAILED)
     world = _refresh_world()
     _S.initialized = True
     _S.terminal_path, _S.portable = path, bool(portable)

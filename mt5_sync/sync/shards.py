@@ -29,6 +29,8 @@ class MergedCycle:
     terminals_busy: dict[str, float] | None = None
     #: accounts no host claimed: the parent logs them 'deferred'
     unclaimed: list[AccountOutcome] = field(default_factory=list)
+    #: "host: what is wrong" for each host with a configuration error (it claimed nothing)
+    host_errors: list[str] = field(default_factory=list)
 
 
 def _outcome(data: Mapping[str, Any]) -> AccountOutcome:
@@ -81,7 +83,10 @@ def merge_cycle(
             "takenOver": report.get("taken_over", 0), "durationS": report.get("duration_s"),
             "terminalsBusyMean": round(float(busy["mean"]), 2) if busy else None,
             "reported": True,
+            "error": report.get("error"),
         })
+        if report.get("error"):
+            merged.host_errors.append(f"{report.get('host')}: {report['error']}")
     if any_busy:
         merged.terminals_busy = {"peak": float(peak_total), "mean": mean_total}
 

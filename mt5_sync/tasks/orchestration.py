@@ -27,6 +27,9 @@ from prefect.runtime import deployment, flow_run
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "default"
+#: what the cycle passes to every shard run (the host-shard deployment's flow parameters)
+SHARD_PARAMETERS = frozenset({
+    "execution_id", "host", "trigger", "sync_type", "full_from", "max_concurrency", "budget_s"})
 
 
 async def deployment_pool() -> str | None:
@@ -70,6 +73,10 @@ async def start_shards(
 
     The idempotency key (cycle + host) makes a retried parent find its shards, not double them.
     """
+    unknown = set(parameters) - SHARD_PARAMETERS
+    if unknown:
+        raise ValueError(f"not parameters of the shard flow: {sorted(unknown)}")
+
     async def start(host: str) -> ShardRun:
         run = await arun_deployment(
             deployment,

@@ -47,6 +47,8 @@ RES_E_INVALID_PARAMS = -2
 RES_E_AUTH_FAILED = -6
 IPC_CODES = range(-10005, -9999)  # -10005 .. -10000 (RES_E_INTERNAL_FAIL_*)
 IPC_TIMEOUT = -10005
+IPC_INIT = -10003
+_BAD_PATH_MARKERS = ("process create failed", "x64 not found")
 _OTP_MARKERS = ("otp", "one-time", "one time", "certificate")
 
 #: Part-error codes after which a whole fetch may succeed if tried again.
@@ -57,6 +59,8 @@ def classify_error(code: int, message: str, during: str) -> SyncError:
     """Turn ``last_error()`` into our failure vocabulary (this decides what is retried).
 
     * -6, or any message asking for OTP/a certificate: permanent (never retried);
+    * -10003 "Process create failed" / "x64 not found": the terminal path is wrong, a
+      configuration error of the host, never retried (DESIGN.md, real terminals' failure modes);
     * -10000..-10005 (IPC send/receive/init/connect/timeout): transient;
     * ``RES_S_OK`` although the call failed (``None`` with no error): transient ``no_result``;
     * -2 invalid parameters: a bug, not retried; anything else: a terminal error, not retried.
@@ -74,6 +78,11 @@ def classify_error(code: int, message: str, during: str) -> SyncError:
         return AuthenticationFailed(
             f"{text}; check the login, the investor password and the server name",
             mt5_code=code,
+        )
+    if code == IPC_INIT and any(m in lowered for m in _BAD_PATH_MARKERS):
+        return TerminalError(
+            f"{text}; check MT5SYNC_TERMINAL_PATHS on this host: each entry must be an "
+            "installed terminal64.exe", mt5_code=code, code="terminal_misconfigured",
         )
     if code in IPC_CODES:
         return TerminalUnavailable(
@@ -142,8 +151,8 @@ class TerminalSession:
             kwargs.update(path=self._path, portable=self._portable)
         if not self._mt5.initialize(**kwargs):
             error = self._fail("initialize")
-            if isinstance(error, TerminalUnavailable) and self._path:
-                error = TerminalUnavailable(
+            if isinstance(error, TerminalError) and self._path:
+                error = type(error)(
                     f"{error.message}; terminal {self._path}",
                     mt5_code=error.mt5_code,
                     code=error.code,

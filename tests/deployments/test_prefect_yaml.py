@@ -25,12 +25,21 @@ def by_name(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {d["name"]: d for d in config["deployments"]}
 
 
-def test_three_deployments_on_the_process_pool(config):
+def test_four_deployments_on_the_process_pool(config):
     deployments = by_name(config)
-    assert set(deployments) == {"scheduled-sync", "manual-sync", "backfill"}
+    assert set(deployments) == {"scheduled-sync", "host-shard", "manual-sync", "backfill"}
     for d in deployments.values():
         assert d["work_pool"]["name"] == bootstrap.POOL_NAME
         assert d["work_pool"]["job_variables"]["env"]["PYTHONUTF8"] == "1"
+        # every run heartbeats, and is tagged so the zombie automation watches it
+        env = d["work_pool"]["job_variables"]["env"]
+        assert int(env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]) == bootstrap.HEARTBEAT_S
+        assert "mt5" in d["tags"]
+    assert bootstrap.HEARTBEAT_GRACE_S > 2 * bootstrap.HEARTBEAT_S
+    assert deployments["host-shard"]["entrypoint"] == (
+        "flows/sync_cycle_shard.py:sync_cycle_shard"
+    )
+    assert "schedules" not in deployments["host-shard"]  # only ever started by a cycle
     assert deployments["scheduled-sync"]["entrypoint"] == (
         "flows/sync_trading_data.py:sync_trading_data"
     )
@@ -62,15 +71,26 @@ def test_backfill_is_a_full_sync(config):
 
 def test_parameters_name_real_flow_parameters(config):
     from mt5_sync.flows.sync_account import sync_account
+    from mt5_sync.flows.sync_cycle_shard import sync_cycle_shard
     from mt5_sync.flows.sync_trading_data import sync_trading_data
 
-    flows = {"sync-account": sync_account, "sync-trading-data": sync_trading_data}
+    flows = {"sync_account": sync_account, "sync_trading_data": sync_trading_data,
+             "sync_cycle_shard": sync_cycle_shard}
     for d in config["deployments"]:
-        flow = flows["sync-account" if "sync_account" in d["entrypoint"] else "sync-trading-data"]
+        flow = flows[d["entrypoint"].rsplit(":", 1)[1]]
         accepted = set(inspect.signature(flow.fn).parameters)
-        assert set(d["parameters"]) <= accepted, d["name"]
+        assert set(d.get("parameters", {})) <= accepted, d["name"]
         for trigger in d.get("triggers", []):
             assert set(trigger["parameters"]) <= accepted, d["name"]
+
+
+def test_the_cycle_starts_shards_with_parameters_the_shard_flow_takes():
+    from mt5_sync.flows.sync_cycle_shard import sync_cycle_shard
+    from mt5_sync.settings import Settings
+    from mt5_sync.tasks.orchestration import SHARD_PARAMETERS
+
+    assert Settings().shard_deployment == "sync-cycle-shard/host-shard"
+    assert set(inspect.signature(sync_cycle_shard.fn).parameters) == SHARD_PARAMETERS
 
 
 def _render(parameters: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:

@@ -268,12 +268,20 @@ def test_last_error_that_raises_is_still_reported():
     assert caught.value.mt5_code == -1 and "last_error() unavailable" in caught.value.message
 
 
-def test_initialize_failure_names_the_terminal():
-    stub = _stub(initialize=lambda **kw: False,
-                 last_error=lambda: (-10003, "IPC initialize failed, MetaTrader 5 x64 not found"))
-    with pytest.raises(errors.TerminalUnavailable) as caught:
+@pytest.mark.parametrize(("message", "cls", "err_code"), [
+    ("IPC initialize failed, MetaTrader 5 x64 not found", errors.TerminalError,
+     "terminal_misconfigured"),
+    ("IPC initialize failed, Process create failed", errors.TerminalError,
+     "terminal_misconfigured"),
+    ("IPC initialize failed", errors.TerminalUnavailable, "ipc_error"),
+])
+def test_initialize_failure_names_the_terminal(message, cls, err_code):
+    stub = _stub(initialize=lambda **kw: False, last_error=lambda: (-10003, message))
+    with pytest.raises(cls) as caught:
         TerminalSession(stub, terminal_path=r"C:\MT5\s1\terminal64.exe").fetch(STUB_REQUEST)
     assert r"C:\MT5\s1\terminal64.exe" in caught.value.message
+    assert caught.value.code == err_code
+    assert caught.value.transient is (err_code == "ipc_error")
 
 
 def test_shutdown_that_raises_does_not_hide_the_fault():
@@ -298,6 +306,8 @@ def test_shutdown_that_raises_does_not_hide_the_fault():
         (-10001, "send failed", errors.TerminalUnavailable, "ipc_error", True),
         (-10002, "receive failed", errors.TerminalUnavailable, "ipc_error", True),
         (-10003, "IPC initialize failed", errors.TerminalUnavailable, "ipc_error", True),
+        (-10003, "IPC initialize failed, Process create failed", errors.TerminalError,
+         "terminal_misconfigured", False),
         (-10004, "No IPC connection", errors.TerminalUnavailable, "ipc_error", True),
         (-10005, "IPC timeout", errors.TerminalUnavailable, "ipc_timeout", True),
         (1, "Success", errors.TerminalUnavailable, "no_result", True),
