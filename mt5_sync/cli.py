@@ -123,6 +123,58 @@ def _cmd_prefect_db_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prefect_executable() -> str:
+    """The ``prefect`` of this environment (a venv's scripts folder need not be on PATH)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    beside = Path(sys.executable).with_name("prefect.exe" if os.name == "nt" else "prefect")
+    return str(beside) if beside.exists() else (shutil.which("prefect") or "prefect")
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """Check this host's terminals once, then run the Prefect process worker for its queue."""
+    import os
+
+    from mt5_sync.deployments.bootstrap import POOL_NAME
+    from mt5_sync.settings import load_settings
+    from mt5_sync.terminal.check import describe, misconfigured_installs
+
+    settings = load_settings()
+    host = args.host or settings.host_name
+    problems = misconfigured_installs(settings.terminal_paths)
+    if problems:
+        # Said once, here; the host's shards say it again in every cycle summary and claim
+        # nothing, so no account is tried (and failed) on a terminal that cannot start.
+        print(f"mt5-sync worker {host}: {describe(problems)}", file=sys.stderr)
+    else:
+        print(f"mt5-sync worker {host}: {settings.slot_count} terminal slots "
+              f"({'simulated' if settings.terminal_backend == 'simulated' else 'MetaTrader 5'})")
+    command = [
+        _prefect_executable(), "worker", "start", "--pool", args.pool or POOL_NAME,
+        "--name", args.name or host, "--work-queue", host, "--work-queue", "default",
+        *args.prefect_args,
+    ]
+    if args.dry_run:
+        print(" ".join(command))
+        return 2 if problems else 0
+    # A worker polling a queue that does not exist polls nothing (the API answers 404 and the
+    # worker says nothing): create the host's queue first, so a new host needs no bootstrap.
+    import asyncio
+
+    from mt5_sync.deployments.bootstrap import ensure_work_pool
+
+    report = asyncio.run(ensure_work_pool(args.pool or POOL_NAME, queues=[host]))
+    if report.queues_created:
+        print(f"mt5-sync worker {host}: work queue {host!r} created on pool {report.pool!r}")
+    env = dict(os.environ, MT5SYNC_HOST=host)
+    env.setdefault("PYTHONUTF8", "1")
+    import subprocess
+
+    return subprocess.call(command, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mt5-sync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run Prefect as the scaled service: N API workers, a services "
                         "process and Redis (default: one process; docs/prefect-server.md)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "worker",
+        help="run this host's Prefect process worker: its own work queue (the host name) and "
+             "'default'; checks the terminal paths first (docs/windows-runbook.md, More hosts)",
+    )
+    p.add_argument("--host", default=None,
+                   help="this host's queue name (default: MT5SYNC_HOST, else the host name)")
+    p.add_argument("--pool", default=None, help="work pool (default: mt5-windows)")
+    p.add_argument("--name", default=None, help="worker name (default: the host name)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the terminals and print the worker command, start nothing")
+    p.add_argument("prefect_args", nargs="*", help="passed on to `prefect worker start` (after --)")
+    p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser(
         "prefect-db-prepare",

@@ -71,6 +71,8 @@ declare
     r record;
     v_holder uuid;
     v_claims integer;
+    v_outcome text;
+    v_taken_over boolean;
 begin
     if p_limit is null or p_limit <= 0 then
         return;
@@ -87,7 +89,7 @@ begin
 
     for r in
         select a.id, a.login_number, a.broker_server, a.sync_lease_holder, a.sync_lease_until,
-               a.sync_lease_flow_run_id, c.account_id is not null as taken_over
+               a.sync_lease_flow_run_id
           from public.trading_accounts as a
           left join public.sync_cycle_claims as c
                  on c.execution_id = p_execution_id and c.account_id = a.id
@@ -104,7 +106,23 @@ begin
          limit p_limit
            for update of a skip locked
     loop
-        if not r.taken_over and r.sync_lease_holder is not null and r.sync_lease_until >= now() then
+        -- Re-read under the account's row lock. The scan's snapshot may predate another
+        -- shard's claim of this account that committed while we waited for the lock (READ
+        -- COMMITTED re-checks only the locked row, not the joined claim): every claimer locks
+        -- the account row first, so what we read now is stable until we commit.
+        select c.outcome into v_outcome
+          from public.sync_cycle_claims as c
+         where c.execution_id = p_execution_id and c.account_id = r.id;
+        v_taken_over := found;
+        if v_taken_over and (
+               v_outcome <> 'claimed'
+               or (r.sync_lease_holder is not null and r.sync_lease_until >= now())
+               or exists (select 1 from public.sync_logs as l
+                           where l.execution_id = p_execution_id and l.account_id = r.id
+                             and l.status <> 'processing')) then
+            continue;  -- decided by another shard meanwhile
+        end if;
+        if not v_taken_over and r.sync_lease_holder is not null and r.sync_lease_until >= now() then
             insert into public.sync_cycle_claims as c
                 (execution_id, account_id, host, lease_holder, outcome)
             values (p_execution_id, r.id, p_host, r.sync_lease_holder, 'skipped');
@@ -140,7 +158,7 @@ begin
         returning c.claims into v_claims;
         account_id := r.id; login_number := r.login_number; broker_server := r.broker_server;
         outcome := 'claimed'; lease_holder := v_holder; claims := v_claims;
-        detail := case when r.taken_over then 'taken over from a holder whose lease lapsed' end;
+        detail := case when v_taken_over then 'taken over from a holder whose lease lapsed' end;
         return next;
     end loop;
 end

@@ -26,6 +26,10 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.events.schemas.automations import AutomationCore
 
 POOL_NAME = "mt5-windows"
 POOL_TYPE = "process"
@@ -42,17 +46,16 @@ class BootstrapReport:
     automations_created: list[str] = field(default_factory=list)
 
 
-def zombie_run_automation() -> object:
+def zombie_run_automation() -> AutomationCore:
     """The automation (not yet saved): a run tagged mt5 with no heartbeat for 75 s is Crashed."""
     from datetime import timedelta
 
-    from prefect.automations import Automation
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
-    return Automation(
+    return AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description="Marks an mt5-sync flow run Crashed when its heartbeats stop (its host or "
         "process died), which frees its deployment's concurrency slot. Created by "
@@ -93,7 +96,7 @@ async def ensure_automations() -> list[str]:
         existing = await client.read_automations_by_name(ZOMBIE_AUTOMATION)
         if existing:
             return []
-        await client.create_automation(wanted)  # type: ignore[arg-type]
+        await client.create_automation(wanted)
     return [ZOMBIE_AUTOMATION]
 
 
