@@ -408,12 +408,13 @@ class PostgresStore:
         """Upsert the 'processing' log row of a sync.
 
         ``entry`` needs ``sync_id``, ``account_id``, ``trigger``, ``sync_type``, ``started_at``
-        (ISO string with offset, or an aware datetime) and may carry ``execution_id`` and
-        ``flow_run_id``; other keys are ignored. A row that already has a final status is left
-        alone.
+        (ISO string with offset, or an aware datetime) and may carry ``execution_id``,
+        ``flow_run_id`` and ``lease_holder`` (the lease the sync runs under: the account's other
+        'processing' rows that ran under another lease are closed as abandoned); other keys are
+        ignored. A row that already has a final status is left alone.
         """
         keys = ("sync_id", "account_id", "execution_id", "flow_run_id", "trigger", "sync_type",
-                "started_at")
+                "started_at", "lease_holder")
         self._call(
             "mt5_mark_sync_started",
             "select public.mt5_mark_sync_started(%s)",

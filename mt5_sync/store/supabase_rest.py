@@ -330,7 +330,7 @@ class SupabaseRestStore:
     def mark_sync_started(self, entry: Mapping[str, Any]) -> None:
         """Upsert the 'processing' log row of a sync (see PostgresStore.mark_sync_started)."""
         keys = ("sync_id", "account_id", "execution_id", "flow_run_id", "trigger", "sync_type",
-                "started_at")
+                "started_at", "lease_holder")
         self._rpc("mt5_mark_sync_started", {"p": _plain({k: entry.get(k) for k in keys})})
 
     def acquire_sync_lease(self, account_id: str, holder: str, ttl_seconds: int) -> bool:

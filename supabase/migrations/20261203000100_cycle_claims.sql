@@ -421,6 +421,8 @@ begin
     foreach v_table in array array['sync_cycles', 'sync_cycle_claims', 'sync_cycle_shards'] loop
         execute format('alter table public.%I enable row level security', v_table);
         execute format('revoke all on table public.%I from anon, authenticated', v_table);
+        execute format('grant select, insert, update, delete on table public.%I to service_role',
+                       v_table);
         execute format(
             'create policy %I on public.%I for all to service_role using (true) with check (true)',
             v_table || '_service_role_all', v_table);
