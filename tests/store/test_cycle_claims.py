@@ -89,30 +89,33 @@ def test_claims_go_least_recently_synced_first_and_each_account_once(
     assert Counter(c["host"] for c in report["claims"]) == {"host-a": 5, "host-b": N - 5}
 
 
+def _shard(store: Store, cycle: str, host: str, go: threading.Barrier, got: list[str],
+           errors: list[BaseException]) -> None:
+    try:
+        go.wait()
+        while rows := store.claim_cycle_accounts(cycle, host, 2, 30):
+            got += [r["account_id"] for r in rows if r["outcome"] == "claimed"]
+    except BaseException as exc:
+        errors.append(exc)
+
+
 def test_concurrent_shards_never_share_an_account(db: str) -> None:
     stores = [PostgresStore(db) for _ in range(4)]
     for attempt in range(5):
         cycle = str(uuid.uuid4())
         stores[0].open_sync_cycle(cycle, "scheduled", "incremental", None)
-        got: dict[int, list[str]] = {i: [] for i in range(len(stores))}
+        got: list[list[str]] = [[] for _ in stores]
         errors: list[BaseException] = []
         go = threading.Barrier(len(stores))
-
-        def shard(i: int, cycle: str = cycle) -> None:
-            try:
-                go.wait()
-                while rows := stores[i].claim_cycle_accounts(cycle, f"host-{i}", 2, 30):
-                    got[i] += [r["account_id"] for r in rows if r["outcome"] == "claimed"]
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=shard, args=(i,)) for i in range(len(stores))]
+        threads = [threading.Thread(target=_shard, args=(s, cycle, f"host-{i}", go, got[i],
+                                                          errors))
+                   for i, s in enumerate(stores)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert errors == []
-        claimed = [a for ids in got.values() for a in ids]
+        claimed = [a for ids in got for a in ids]
         assert sorted(claimed) == sorted(map(account_id, range(N))), attempt
         # release for the next round
         PostgresStore(db).fetch_all("update trading_accounts set sync_lease_holder = null,"
