@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "scripts"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from scripts.bench_cycle import build_and_register, machine_busy  # noqa: E402
+from bench_cycle import build_and_register, machine_busy  # noqa: E402
 
 CYCLE_S = 270
 
