@@ -2376,7 +2376,7 @@ ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trades;
 -- Name: supabase_realtime trading_accounts; Type: PUBLICATION TABLE; Schema: public; Owner: -
 --
 
-ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at);
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at, sync_lease_flow_run_id);
 
 --
 -- Name: FUNCTION mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer); Type: ACL; Schema: public; Owner: -
@@ -2814,6 +2814,24 @@ GRANT SELECT ON TABLE public.mt5_sync_success_rate_24h TO service_role;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.sync_commit_chunks TO service_role;
+
+--
+-- Name: TABLE sync_cycle_claims; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.sync_cycle_claims TO service_role;
+
+--
+-- Name: TABLE sync_cycle_shards; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.sync_cycle_shards TO service_role;
+
+--
+-- Name: TABLE sync_cycles; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.sync_cycles TO service_role;
 
 --
 -- Name: TABLE sync_quarantine; Type: ACL; Schema: public; Owner: -

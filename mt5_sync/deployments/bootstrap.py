@@ -9,7 +9,7 @@ Running in Prefect for good, and keeps its deployment's concurrency slot until t
 runs out -- measured 294 s for the scheduled cycle, during which every new cycle was cancelled
 (DESIGN.md). The runs of this project's deployments send a heartbeat event every 30 s
 (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in prefect.yaml's job variables); this automation marks
-a run Crashed once one is 75 s late, which also releases its deployment slot at once (Prefect's
+a run Crashed 65 s after its last heartbeat, which also releases its deployment slot at once (Prefect's
 ``ReleaseFlowConcurrencySlots`` rule). This is the recipe of Prefect's "Detect zombie flows"
 guide, limited to runs tagged ``mt5``. Prefect Cloud's managed "Unresponsive run detection" does
 the same.
@@ -35,7 +35,7 @@ POOL_NAME = "mt5-windows"
 POOL_TYPE = "process"
 ZOMBIE_AUTOMATION = "mt5-sync: crash runs whose heartbeats stopped"
 HEARTBEAT_S = 30  # Prefect's minimum; prefect.yaml sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY to it
-HEARTBEAT_GRACE_S = 75  # two and a half heartbeats
+HEARTBEAT_GRACE_S = 65  # two heartbeats and a margin for a late one
 
 
 @dataclass

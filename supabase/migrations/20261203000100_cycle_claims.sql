@@ -429,3 +429,25 @@ begin
     end loop;
 end
 $grants$;
+
+-- ---------------------------------------------------------------- realtime
+-- trading_accounts is published with a column list (everything but the credential,
+-- 20261130000100_realtime.sql): publish the new column too, where that publication exists.
+do $realtime$
+begin
+    if exists (
+        select 1 from pg_publication_rel r join pg_publication p on p.oid = r.prpubid
+         where p.pubname = 'supabase_realtime'
+           and r.prrelid = 'public.trading_accounts'::regclass
+    ) then
+        alter publication supabase_realtime drop table public.trading_accounts;
+        alter publication supabase_realtime add table public.trading_accounts (
+            id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active,
+            currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level,
+            last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error,
+            history_cursor, sync_lease_holder, sync_lease_until, sync_lease_flow_run_id,
+            last_manual_sync_at, created_at, updated_at
+        );
+    end if;
+end
+$realtime$;

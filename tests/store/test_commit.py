@@ -439,7 +439,7 @@ def test_mark_started_then_final_status_is_never_reopened(
     entry = {k: payload[k] for k in  # type: ignore[literal-required]
              ("sync_id", "account_id", "execution_id", "flow_run_id", "trigger", "sync_type",
               "started_at")}
-    entry["lease_holder"] = "ignored-extra-key"
+    entry["claim_id"] = "ignored-extra-key"
     store.mark_sync_started(entry)
     store.mark_sync_started(entry)
     log = one(store, "select status, started_at, completed_at from sync_logs")
