@@ -47,7 +47,7 @@ class BootstrapReport:
 
 
 def zombie_run_automation() -> AutomationCore:
-    """The automation (not yet saved): a run tagged mt5 with no heartbeat for 75 s is Crashed."""
+    """The automation (not yet saved): a run tagged mt5 with no heartbeat for 65 s is Crashed."""
     from datetime import timedelta
 
     from prefect.client.schemas.objects import StateType
