@@ -11,6 +11,7 @@ that transport is chosen (it costs ~0.9 s of import time).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from mt5_sync.contracts import CommitPayload, FailurePayload
@@ -44,6 +45,16 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]: ...
 
     def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int: ...
+
+    def account_schedule(
+        self, account_ids: Sequence[str] | None, now: datetime
+    ) -> list[dict[str, Any]]: ...
+
+    def account_freshness(self, now: datetime, slo_s: int) -> list[dict[str, Any]]: ...
+
+    def pause_failing_servers(self, entry: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def take_health_events(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
 
 def make_store(config: Settings | StoreConfig, *, pool_size: int = 0) -> Store:
