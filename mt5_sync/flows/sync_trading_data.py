@@ -30,7 +30,8 @@ from prefect.runtime import flow_run
 
 from mt5_sync.clock import utc_now
 from mt5_sync.flows.sync_account import sync_account
-from mt5_sync.sync import timing
+from mt5_sync.settings import Settings
+from mt5_sync.sync import health, timing
 from mt5_sync.sync.deadline import DeadlinePlanner
 from mt5_sync.sync.outcome import AccountOutcome, summarize_cycle, summary_table
 from mt5_sync.sync.steps import describe_error
@@ -40,6 +41,8 @@ from mt5_sync.tasks.database import (
     load_duration_estimates,
     record_deferred_syncs,
 )
+from mt5_sync.tasks.health import emit as emit_health_events
+from mt5_sync.tasks.health import load_account_schedule, review_cycle_health
 from mt5_sync.tasks.terminal import warm_up_terminals
 
 
@@ -69,7 +72,18 @@ async def sync_trading_data(
     if trigger == "backfill" and not account_ids:
         # A backfill re-reads full history: never let an empty list mean "every account".
         raise ValueError("a backfill needs account_ids (and usually full_from)")
-    accounts = await load_active_accounts(account_ids or None)
+    listed = await load_active_accounts(account_ids or None)
+    # Account health (issue 14): the scheduled cycle leaves backed-off accounts alone; they
+    # are reported 'skipped' with the reason and the next attempt. Manual syncs and backfills
+    # are never held back. (A claim query would apply the same predicate,
+    # public.mt5_account_due(id, broker_server, now).)
+    accounts: list[dict[str, Any]] = listed
+    skipped: dict[str, AccountOutcome] = {}
+    if trigger == "scheduled" and listed:
+        schedule = await load_account_schedule([a["id"] for a in listed], started)
+        accounts, skipped = health.split_due(listed, schedule, now=started, sync_type=sync_type)
+        if skipped:
+            logger.info("%d accounts backed off, not tried this cycle", len(skipped))
     history: dict[str, float] = {}
     if accounts:
         # All terminal workers start now, in parallel (not one by one in the first wave),
@@ -141,7 +155,7 @@ async def sync_trading_data(
         )
 
     # The sliding window: start accounts while a slot is free, wait for any one to finish.
-    outcomes: dict[str, AccountOutcome] = {}
+    outcomes: dict[str, AccountOutcome] = dict(skipped)
     queue = deque(accounts)
     running: dict[asyncio.Task[AccountOutcome], str] = {}
     peak = 0
@@ -183,7 +197,7 @@ async def sync_trading_data(
         )
 
     summary = summarize_cycle(
-        [outcomes[a["id"]] for a in accounts],
+        [outcomes[a["id"]] for a in listed],
         execution_id=execution_id,
         started=started,
         finished=utc_now(),
@@ -193,13 +207,15 @@ async def sync_trading_data(
     )
     if budget > 0:
         summary["cycleBudgetS"] = budget
+    await _review_health(summary, execution_id, trigger, settings)
     await acreate_table_artifact(
         table=summary_table(summary),
         key="sync-trading-data-summary",
         description=(
             f"{summary['totalAccounts']} accounts: {summary['successCount']} success, "
             f"{summary['partialCount']} partial, {summary['failureCount']} failed, "
-            f"{summary['deferredCount']} deferred in {summary['duration_ms']} ms"
+            f"{summary['deferredCount']} deferred, {summary['skippedCount']} skipped in "
+            f"{summary['duration_ms']} ms; {health.freshness_line(summary['freshness'])}"
         ),
     )
     logger.info(
@@ -210,3 +226,40 @@ async def sync_trading_data(
         summary.get("terminalsBusyPeak"), summary.get("terminalsBusyMean"), terminals,
     )
     return summary
+
+
+async def _review_health(
+    summary: dict[str, Any], execution_id: str, trigger: str, settings: Settings
+) -> None:
+    """After the cycle: pause servers that failed as a whole (said once), add the freshness
+    figures to the summary, emit the events a human must hear about."""
+    logger = get_run_logger()
+    now = utc_now()  # one instant: the summary's figures are the view's at this moment
+    review = await review_cycle_health(execution_id, now, trigger == "scheduled")
+    freshness = health.freshness_stats(
+        review["freshness"], slo_s=settings.freshness_slo_s, at=now
+    )
+    summary["freshness"] = freshness
+    related = [{"prefect.resource.id": f"prefect.flow-run.{execution_id}",
+                "prefect.resource.role": "flow-run"}]
+    events = [health.account_event(e) for e in review["events"]]
+    for paused in review["paused"]:
+        logger.warning(
+            "server %s paused until %s: %d of %d accounts failed with %s this cycle",
+            paused["broker_server"], paused["paused_until"].isoformat(),
+            paused["accounts_failed"], paused["accounts_tried"], paused["error_code"],
+        )
+        events.append(health.server_paused_event(paused, execution_id))
+    summary["pausedServers"] = [
+        {**p, "paused_until": p["paused_until"].isoformat()} for p in review["paused"]
+    ]
+    reasons = health.degraded_reasons(
+        summary, freshness, failure_rate=settings.degraded_failure_rate
+    )
+    summary["degraded"] = reasons
+    if reasons:
+        logger.warning("cycle degraded: %s", "; ".join(reasons))
+        events.append(health.cycle_degraded_event(reasons, summary, freshness,
+                                                  "sync-trading-data"))
+    summary["eventsEmitted"] = emit_health_events(events, related)
+    logger.info(health.freshness_line(freshness))

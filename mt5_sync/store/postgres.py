@@ -385,10 +385,11 @@ class PostgresStore:
     def account_schedule(
         self, account_ids: Sequence[str] | None, now: datetime
     ) -> list[dict[str, Any]]:
-        """Whether the scheduled cycle may try each account at ``now`` (``mt5_account_schedule_at``).
+        """Whether the scheduled cycle may try each account at ``now``.
 
-        Rows: ``account_id`` (str), ``state``, ``reason`` (error code or None), ``message``,
-        ``next_attempt_at`` (aware UTC or None), ``due`` (bool). ``account_ids`` None = all.
+        ``mt5_account_schedule_at`` rows: ``account_id`` (str), ``state``, ``reason`` (error
+        code or None), ``message``, ``next_attempt_at`` (aware UTC or None), ``due`` (bool).
+        ``account_ids`` None = all.
         """
         ids = None if account_ids is None else [
             i for i in (_uuid_or_none(a) for a in account_ids) if i is not None

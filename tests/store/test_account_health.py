@@ -192,9 +192,9 @@ def test_health_follows_row_level_security(store: PostgresStore, db_url: str) ->
         with as_role(db_url, "authenticated", USER_A) as conn:
             seen = {str(r[0]) for r in conn.execute(f"select account_id from {view}")}
             assert seen == {ACC}, view
-        with as_role(db_url, "anon") as conn:
-            with pytest.raises(Exception, match="permission denied"):
-                conn.execute(f"select * from {view}")
-    with as_role(db_url, "authenticated", USER_A) as conn:
-        with pytest.raises(Exception, match="permission denied"):
-            conn.execute("select * from mt5_take_health_events(10)")
+        with as_role(db_url, "anon") as conn, pytest.raises(Exception, match="permission"):
+            conn.execute(f"select * from {view}")
+    with as_role(db_url, "authenticated", USER_A) as conn, pytest.raises(
+        Exception, match="permission denied"
+    ):
+        conn.execute("select * from mt5_take_health_events(10)")
