@@ -41,7 +41,8 @@ CREATE FUNCTION public.mt5_account_freshness_at(p_now timestamp with time zone, 
            coalesce(s.message, s.reason),
            s.next_attempt_at
       from public.trading_accounts a
-      join public.mt5_account_schedule_at(p_now) s on s.account_id = a.id;
+      join public.mt5_account_schedule_at(p_now) s on s.account_id = a.id
+     order by a.id;
 $$;
 
 --
@@ -79,7 +80,8 @@ CREATE FUNCTION public.mt5_account_schedule_at(p_now timestamp with time zone, p
       from public.trading_accounts a
       left join public.mt5_account_health h on h.account_id = a.id
       left join public.mt5_server_pauses s on s.broker_server = a.broker_server
-     where p_account_ids is null or a.id = any (p_account_ids);
+     where p_account_ids is null or a.id = any (p_account_ids)
+     order by a.id;
 $$;
 
 --
@@ -885,7 +887,7 @@ $$;
 --
 
 CREATE FUNCTION public.mt5_credentials_changed() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
 begin
@@ -1444,7 +1446,7 @@ $$;
 --
 
 CREATE FUNCTION public.mt5_track_account_health() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     SET "TimeZone" TO 'UTC'
     AS $$

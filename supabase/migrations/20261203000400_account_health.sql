@@ -5,6 +5,8 @@
 --    row reaches a final status (success / partial / failed). Every path that finishes a sync
 --    (the scheduled cycle, a manual sync, the API, a backfill) ends in sync_logs, so the trigger
 --    sees them all without touching mt5_commit_account_sync / mt5_record_sync_failure.
+--  * The triggers run with the writer's rights (security invoker, as every function here):
+--    only the backend writes sync_logs and trading_accounts, and it may write these tables.
 --  * A change of trading_accounts.investor_password_encrypted (any path: the API, SQL, the
 --    dashboard) lifts 'needs_credentials' at once (trigger on trading_accounts).
 --  * mt5_server_pauses: a broker-wide outage seen in one cycle pauses that server's accounts.
@@ -117,7 +119,7 @@ create table public.mt5_account_health_events (
 -- ---------------------------------------------------------------- triggers
 create or replace function public.mt5_track_account_health() returns trigger
 language plpgsql
-security definer
+security invoker
 set search_path = public, pg_temp
 set "TimeZone" = 'UTC'
 as $$
@@ -207,7 +209,7 @@ create trigger sync_logs_track_account_health_update
 -- password fires this (the API, SQL, the dashboard); re-writing the same value does not.
 create or replace function public.mt5_credentials_changed() returns trigger
 language plpgsql
-security definer
+security invoker
 set search_path = public, pg_temp
 as $$
 begin
@@ -282,7 +284,8 @@ as $$
       from public.trading_accounts a
       left join public.mt5_account_health h on h.account_id = a.id
       left join public.mt5_server_pauses s on s.broker_server = a.broker_server
-     where p_account_ids is null or a.id = any (p_account_ids);
+     where p_account_ids is null or a.id = any (p_account_ids)
+     order by a.id;
 $$;
 
 create view public.mt5_account_schedule
@@ -318,7 +321,8 @@ as $$
            coalesce(s.message, s.reason),
            s.next_attempt_at
       from public.trading_accounts a
-      join public.mt5_account_schedule_at(p_now) s on s.account_id = a.id;
+      join public.mt5_account_schedule_at(p_now) s on s.account_id = a.id
+     order by a.id;
 $$;
 
 create view public.mt5_account_freshness
