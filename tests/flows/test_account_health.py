@@ -224,3 +224,38 @@ def test_events_reach_prefect_and_the_default_automations_fire(make_harness):
                                 related_id=f"prefect.event.{back.id}")
     assert fired.resource["prefect.resource.id"] == (
         f"prefect.automation.{ids['mt5: account recovered']}")
+
+
+def test_a_server_failing_as_a_whole_is_paused_and_said_once(make_harness, monkeypatch):
+    from mt5_sync.settings import load_settings
+
+    monkeypatch.setenv("MT5SYNC_SERVER_PAUSE_MIN_ACCOUNTS", "2")
+    monkeypatch.setenv("MT5SYNC_SERVER_PAUSE_S", "600")
+    down = [{"kind": "init_failure", "call": "login", "times": None}]
+    # 8 accounts round-robin over 4 servers: accounts 0 and 4 share the first server
+    h = make_harness(8, faults={0: down, 4: down}, fetch_retries=0)
+    load_settings.cache_clear()
+    server = h.world.accounts[0].server
+    assert h.world.accounts[4].server == server
+    logins = {h.world.accounts[i].login for i in (0, 4)}
+
+    first = h.run_cycle()
+    assert [p["broker_server"] for p in first["pausedServers"]] == [server]
+    (paused,) = first["pausedServers"]
+    assert (paused["accounts_failed"], paused["accounts_tried"]) == (2, 2)
+    (event,) = _wait_for_events("mt5.server.paused",
+                                related_id=f"prefect.flow-run.{first['executionId']}")
+    assert event.resource["prefect.resource.id"] == f"mt5.server.{server}"
+
+    h.advance(CYCLE)
+    second = h.run_cycle()
+    assert second["pausedServers"] == []  # said once
+    for login in logins:
+        result = by_login(second)[login]
+        assert (result["status"], result["state"]) == ("skipped", "server_paused"), result
+        assert f"server {server} paused: 2 of 2 accounts failed" in result["error_message"]
+    assert second["successCount"] == 6 and second["failureCount"] == 0
+
+    h.advance(timedelta(minutes=6))  # the pause is over: tried again
+    third = h.run_cycle()
+    assert {by_login(third)[login]["status"] for login in logins} == {"failed"}
