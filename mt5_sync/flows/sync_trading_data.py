@@ -1,12 +1,15 @@
 """``sync_trading_data``: the scheduled cycle over every active account.
 
-Reads top to bottom: load accounts (least recently synced first) and, when the cycle has a
-budget, their recent sync durations; then a dispatcher keeps ``sync_account`` subflows in
+Reads top to bottom: load accounts (least recently synced first), set aside the ones that
+are backing off (a wrong password, a dead server: reported ``skipped`` with the reason and the
+next attempt, see mt5_sync/sync/health.py) and, when the cycle has a budget, load the others'
+recent sync durations; then a dispatcher keeps ``sync_account`` subflows in
 flight as a sliding window (a slow account holds only its own place) and, before starting
 each account, asks the deadline planner whether it can finish within the budget — the ones
 that cannot are *deferred* (not started, reported and logged as ``deferred``, first in line
-next cycle). Finally the summary is published as a table artifact and returned in the Edge
-Function's response shape.
+next cycle). After the cycle: servers that failed as a whole are paused, the freshness
+figures join the summary and the health events are emitted. Finally the summary is published
+as a table artifact and returned in the Edge Function's response shape.
 
 Terminals and subflows are counted apart. At most ``max_concurrency`` accounts hold a
 terminal at once (the terminal pool's cap, shared with manual syncs on the host through the

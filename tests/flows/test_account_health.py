@@ -191,6 +191,8 @@ def test_events_reach_prefect_and_the_default_automations_fire(make_harness):
             return len(await client.read_automations_by_name(name))
 
     assert [asyncio.run(count(a.name)) for a in AUTOMATIONS] == [1] * len(AUTOMATIONS)
+    with pytest.raises(ValueError, match="no notification block"):
+        asyncio.run(ensure_automations("slack-webhook/no-such-block"))
 
     h = make_harness(3)
     broken = h.world.accounts[0]
