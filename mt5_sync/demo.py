@@ -27,6 +27,7 @@ from mt5_sync.credentials import encrypt_password, generate_key
 from mt5_sync.localstack import LocalStack, short_root, start_local_stack
 from mt5_sync.mt5sim import world as simworld
 from mt5_sync.report import render_summary, render_table
+from mt5_sync.settings import load_settings
 from mt5_sync.shutdown import stop_on_signals, stop_process_tree
 from mt5_sync.store.migrations import apply_migrations
 from mt5_sync.store.postgres import PostgresStore
@@ -102,6 +103,20 @@ def _progress(store: PostgresStore, total: int, stop: threading.Event) -> None:
         if done != last:
             _say(f"  ... {done}/{total} accounts finished")
             last = done
+
+
+def render_account_health(store: PostgresStore) -> str:
+    """The accounts a human must act on, as ``mt5_account_freshness`` shows them now: the
+    scheduled cycle leaves them alone until their credentials change."""
+    rows = [r for r in store.account_freshness(utc_now(), load_settings().freshness_slo_s)
+            if r["state"] == "needs_credentials"]
+    if not rows:
+        return "no account needs new credentials"
+    lines = [f"{len(rows)} accounts need new credentials (mt5_account_freshness):"]
+    for r in rows:
+        lines.append(f"  {r['login_number']}@{r['broker_server']}: needs_credentials - "
+                     f"{r['reason']}")
+    return "\n".join(lines)
 
 
 def run_cycle(stack: LocalStack, env: dict[str, str], store: PostgresStore, total: int) -> dict:
@@ -190,6 +205,8 @@ def _demo(
     summary = run_cycle(stack, env, store, accounts)
     _say("")
     _say(render_summary(summary))
+    _say("")
+    _say(render_account_health(store))
 
     report = compare_with_broker(store, world)
     _say("")
@@ -208,6 +225,8 @@ def _demo(
     else:
         _say("  rerun with --keep-running to browse the Prefect UI and query the database")
     _say("  SQL:  SELECT status, count(*) FROM sync_logs GROUP BY status;")
+    _say("        SELECT login_number, state, staleness_s, next_attempt_at, reason"
+         " FROM mt5_account_freshness ORDER BY staleness_s DESC NULLS FIRST;")
     _say("        SELECT account_id, ticket, symbol, status, net_profit FROM trades "
          "ORDER BY close_time DESC NULLS FIRST LIMIT 20;")
     _say(f"demo wall time: {time.monotonic() - t0:.1f} s")

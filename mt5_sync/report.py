@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mt5_sync.sync.health import freshness_line
 from mt5_sync.sync.outcome import summary_table
 
 MAX_CELL = 72
@@ -37,7 +38,17 @@ def render_summary(summary: dict[str, Any]) -> str:
     if "terminalsBusyMean" in summary:
         totals += (f"  terminals={summary['terminals']} busy peak "
                    f"{summary['terminalsBusyPeak']} mean {summary['terminalsBusyMean']}")
+    if summary.get("skippedCount"):
+        totals += f"  skippedCount={summary['skippedCount']}"
     parts = [render_table(summary_table(summary)), "", totals]
+    if summary.get("freshness"):
+        parts.append(freshness_line(summary["freshness"]))
+    for paused in summary.get("pausedServers") or []:
+        parts.append(f"server {paused['broker_server']} paused until {paused['paused_until']}"
+                     f" ({paused['accounts_failed']} of {paused['accounts_tried']} accounts"
+                     f" failed with {paused['error_code']})")
+    if summary.get("degraded"):
+        parts.append("degraded: " + "; ".join(summary["degraded"]))
     if summary.get("message"):
         parts.append(summary["message"])
     return "\n".join(parts)

@@ -164,6 +164,32 @@ class Settings(BaseSettings):
         "of the cycle has finished (then the cycle's running mean is used).",
     )
 
+    # --- account health (issue 14; supabase/migrations/20261203000400_account_health.sql)
+    freshness_slo_s: int = Field(
+        default=900, ge=1,
+        description="An active account's data older than this (seconds since its last "
+        "successful sync) is over the freshness SLO: counted in the cycle summary, state "
+        "'stale' in mt5_account_freshness, and part of mt5.cycle.degraded.",
+    )
+    degraded_failure_rate: float = Field(
+        default=0.25, ge=0, le=1,
+        description="A cycle whose failed share of the accounts it tried exceeds this emits "
+        "mt5.cycle.degraded.",
+    )
+    server_pause_s: float = Field(
+        default=600.0, ge=0,
+        description="How long a broker server is left alone after most of its accounts failed "
+        "the same transient way in one cycle (0 = never pause a server).",
+    )
+    server_pause_min_accounts: int = Field(
+        default=3, ge=1,
+        description="A server is paused only when at least this many of its accounts were tried.",
+    )
+    server_pause_ratio: float = Field(
+        default=0.8, gt=0, le=1,
+        description="...and at least this share of them failed with one transient error code.",
+    )
+
     # --- manual sync API (mt5_sync/api; only the API service reads these)
     api_key: SecretStr | None = Field(
         default=None, description="Shared key callers send as X-API-Key (constant-time compare)."

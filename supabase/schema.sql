@@ -7,6 +7,84 @@
 --
 
 --
+-- Name: mt5_account_due(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_account_due(p_account_id uuid, p_broker_server text, p_now timestamp with time zone) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    select not exists (select 1 from public.mt5_account_health h
+                        where h.account_id = p_account_id and h.next_attempt_at > p_now)
+       and not exists (select 1 from public.mt5_server_pauses s
+                        where s.broker_server = p_broker_server and s.paused_until > p_now);
+$$;
+
+--
+-- Name: mt5_account_freshness_at(timestamp with time zone, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_account_freshness_at(p_now timestamp with time zone, p_slo_s integer DEFAULT 900) RETURNS TABLE(account_id uuid, user_id uuid, login_number bigint, broker_name text, broker_server text, is_active boolean, last_successful_sync_at timestamp with time zone, staleness_s double precision, state text, reason text, next_attempt_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    select a.id, a.user_id, a.login_number, a.broker_name, a.broker_server, a.is_active,
+           a.last_successful_sync_at,
+           extract(epoch from p_now - a.last_successful_sync_at)::double precision,
+           case when not a.is_active then 'inactive'
+                when s.state = 'needs_credentials' then 'needs_credentials'
+                when s.state in ('server_paused', 'backing_off') then 'backing_off'
+                when a.last_successful_sync_at is null
+                  or p_now - a.last_successful_sync_at > make_interval(secs => p_slo_s)
+                    then 'stale'
+                else 'ok' end,
+           coalesce(s.message, s.reason),
+           s.next_attempt_at
+      from public.trading_accounts a
+      join public.mt5_account_schedule_at(p_now) s on s.account_id = a.id
+     order by a.id;
+$$;
+
+--
+-- Name: mt5_account_schedule_at(timestamp with time zone, uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_account_schedule_at(p_now timestamp with time zone, p_account_ids uuid[] DEFAULT NULL::uuid[]) RETURNS TABLE(account_id uuid, state text, reason text, message text, next_attempt_at timestamp with time zone, due boolean)
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    select a.id,
+           case when not a.is_active then 'inactive'
+                when h.state = 'needs_credentials' then 'needs_credentials'
+                when s.paused_until > p_now then 'server_paused'
+                when h.next_attempt_at > p_now then 'backing_off'
+                else coalesce(h.state, 'ok') end,
+           case when s.paused_until > p_now and h.state is distinct from 'needs_credentials'
+                then s.error_code else h.last_error_code end,
+           case when not a.is_active then 'account is inactive'
+                when h.state = 'needs_credentials' then
+                    'the broker rejected the login (' || h.last_error_code || '): update the '
+                    || 'investor password; not retried by the schedule until it changes, a '
+                    || 'manual sync asks for it, or ' || to_char(h.next_attempt_at at time zone 'UTC',
+                                                                 'YYYY-MM-DD HH24:MI "UTC"')
+                when s.paused_until > p_now then
+                    format('server %s paused: %s of %s accounts failed with %s in one cycle',
+                           a.broker_server, s.accounts_failed, s.accounts_tried, s.error_code)
+                when h.next_attempt_at > p_now then
+                    format('backing off after %s failures in a row (%s)',
+                           h.consecutive_failures, h.last_error_code)
+                else null end,
+           greatest(case when h.next_attempt_at > p_now then h.next_attempt_at end,
+                    case when s.paused_until > p_now then s.paused_until end),
+           a.is_active and public.mt5_account_due(a.id, a.broker_server, p_now)
+      from public.trading_accounts a
+      left join public.mt5_account_health h on h.account_id = a.id
+      left join public.mt5_server_pauses s on s.broker_server = a.broker_server
+     where p_account_ids is null or a.id = any (p_account_ids)
+     order by a.id;
+$$;
+
+--
 -- Name: mt5_acquire_sync_lease(uuid, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -38,6 +116,26 @@ begin
     returning true into v_granted;
     return coalesce(v_granted, false);
 end
+$$;
+
+--
+-- Name: mt5_backoff_delay(text, integer, uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_backoff_delay(p_kind text, p_failures integer, p_account_id uuid) RETURNS interval
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    select case
+        when p_kind = 'credentials' then
+            case when p_failures <= 1 then interval '6 hours' else interval '24 hours' end
+        when p_kind = 'transient' and p_failures >= 2 then
+            least(interval '1 hour',
+                  interval '5 minutes' * power(2, least(p_failures - 2, 16))::integer)
+            * (0.8 + 0.4 * ((hashtext(p_account_id::text || ':' || p_failures) & 1023)
+                            / 1023.0))
+        else interval '0'
+    end;
 $$;
 
 --
@@ -95,6 +193,7 @@ begin
                  on c.execution_id = p_execution_id and c.account_id = a.id
          where a.is_active
            and (v_cycle.account_ids is null or a.id = any (v_cycle.account_ids))
+           and (v_cycle.excluded_ids is null or a.id <> all (v_cycle.excluded_ids))
            and (c.account_id is null
                 or (c.outcome = 'claimed'
                     and (a.sync_lease_holder is null or a.sync_lease_until < now())
@@ -909,6 +1008,22 @@ end
 $$;
 
 --
+-- Name: mt5_credentials_changed(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_credentials_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+begin
+    update public.mt5_account_health
+       set state = 'credentials_changed', next_attempt_at = null
+     where account_id = new.id and state = 'needs_credentials';
+    return null;
+end
+$$;
+
+--
 -- Name: mt5_cycle_report(uuid); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -936,6 +1051,23 @@ CREATE FUNCTION public.mt5_cycle_report(p_execution_id uuid) RETURNS jsonb
                        'trades_synced', l.trades_synced, 'deals_synced', l.deals_synced,
                        'error_code', l.error_code, 'error_message', l.error_message))
               from public.sync_logs as l where l.execution_id = p_execution_id), '[]'));
+$$;
+
+--
+-- Name: mt5_failure_kind(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_failure_kind(p_error_code text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    select case
+        when p_error_code in ('auth_failed', 'auth_otp_required') then 'credentials'
+        when p_error_code in ('terminal_timeout', 'terminal_unavailable', 'ipc_timeout',
+                              'ipc_error', 'no_result', 'account_mismatch', 'terminal_error')
+            then 'transient'
+        else 'other'
+    end;
 $$;
 
 --
@@ -1008,17 +1140,77 @@ end
 $$;
 
 --
--- Name: mt5_open_sync_cycle(uuid, text, text, uuid[]); Type: FUNCTION; Schema: public; Owner: -
+-- Name: mt5_open_sync_cycle(uuid, text, text, uuid[], uuid[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]) RETURNS void
+CREATE FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[], p_excluded_ids uuid[] DEFAULT NULL::uuid[]) RETURNS void
     LANGUAGE sql
     SET search_path TO 'public', 'pg_temp'
     AS $$
     -- A retried parent reopens its own cycle: idempotent.
-    insert into public.sync_cycles (execution_id, trigger, sync_type, account_ids)
-    values (p_execution_id, p_trigger, p_sync_type, p_account_ids)
+    insert into public.sync_cycles (execution_id, trigger, sync_type, account_ids, excluded_ids)
+    values (p_execution_id, p_trigger, p_sync_type, p_account_ids, p_excluded_ids)
     on conflict (execution_id) do nothing;
+$$;
+
+--
+-- Name: mt5_pause_failing_servers(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_pause_failing_servers(p jsonb) RETURNS TABLE(broker_server text, error_code text, accounts_failed integer, accounts_tried integer, paused_until timestamp with time zone)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    fn constant text := 'mt5_pause_failing_servers';
+    v_execution_id uuid := public.mt5_payload_uuid(p, fn, 'execution_id');
+    v_now timestamptz := public.mt5_payload_timestamptz(p, fn, 'now');
+    v_min integer := coalesce(public.mt5_payload_text(p, fn, 'min_accounts', false)::integer, 3);
+    v_ratio double precision := coalesce(public.mt5_payload_text(p, fn, 'ratio', false)::double precision, 0.8);
+    v_pause interval := make_interval(secs => coalesce(
+        public.mt5_payload_text(p, fn, 'pause_s', false)::double precision, 600));
+begin
+    return query
+    with tried as (
+        select a.broker_server as server, l.status, l.error_code
+          from public.sync_logs l
+          join public.trading_accounts a on a.id = l.account_id
+         where l.execution_id = v_execution_id
+           and l.status in ('success', 'partial', 'failed')
+    ), worst as (
+        select t.server, t.error_code, count(*)::integer as n
+          from tried t
+         where t.status = 'failed' and public.mt5_failure_kind(t.error_code) = 'transient'
+         group by 1, 2
+    ), candidates as (
+        select distinct on (w.server) w.server, w.error_code, w.n,
+               (select count(*)::integer from tried t where t.server = w.server) as total
+          from worst w
+         order by w.server, w.n desc, w.error_code
+    ), upserted as (
+        insert into public.mt5_server_pauses as sp
+            (broker_server, paused_at, paused_until, error_code, accounts_failed,
+             accounts_tried, execution_id)
+        select c.server, v_now, v_now + v_pause, c.error_code, c.n, c.total, v_execution_id
+          from candidates c
+         where c.total >= v_min and c.n >= v_ratio * c.total
+        on conflict on constraint mt5_server_pauses_pkey do update
+           set paused_until = excluded.paused_until, error_code = excluded.error_code,
+               accounts_failed = excluded.accounts_failed,
+               accounts_tried = excluded.accounts_tried, execution_id = excluded.execution_id,
+               paused_at = case when sp.paused_until > excluded.paused_at then sp.paused_at
+                                else excluded.paused_at end
+        returning sp.broker_server, sp.error_code, sp.accounts_failed, sp.accounts_tried,
+                  sp.paused_until
+    )
+    -- announced only if the server was not paused already (the CTE below reads the table as
+    -- it was before this statement)
+    select u.broker_server, u.error_code, u.accounts_failed, u.accounts_tried, u.paused_until
+      from upserted u
+     where not exists (select 1 from public.mt5_server_pauses o
+                        where o.broker_server = u.broker_server and o.paused_until > v_now);
+end
 $$;
 
 --
@@ -1468,6 +1660,104 @@ CREATE FUNCTION public.mt5_sync_lease_of(p_account_id uuid) RETURNS TABLE(holder
 $$;
 
 --
+-- Name: mt5_take_health_events(integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_take_health_events(p_limit integer DEFAULT 100) RETURNS TABLE(id bigint, account_id uuid, login_number bigint, broker_server text, kind text, occurred_at timestamp with time zone, previous_state text, error_code text, message text, next_attempt_at timestamp with time zone, sync_id uuid)
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    with taken as (
+        delete from public.mt5_account_health_events e
+         where e.id in (select x.id from public.mt5_account_health_events x
+                         order by x.id limit greatest(1, p_limit) for update skip locked)
+        returning e.*
+    )
+    select t.id, t.account_id, a.login_number, a.broker_server, t.kind, t.occurred_at,
+           t.previous_state, t.error_code, t.message, t.next_attempt_at, t.sync_id
+      from taken t
+      join public.trading_accounts a on a.id = t.account_id
+     order by t.id;
+$$;
+
+--
+-- Name: mt5_track_account_health(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_track_account_health() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    v_old public.mt5_account_health;
+    v_at timestamptz := coalesce(new.completed_at, new.started_at);
+    v_kind text;
+    v_n integer;
+    v_delay interval;
+    v_state text;
+begin
+    select * into v_old from public.mt5_account_health where account_id = new.account_id for update;
+    if found and v_old.last_outcome_at > v_at then
+        return null;  -- an older sync finishing late (a manual beside a scheduled one)
+    end if;
+    if new.status in ('success', 'partial') then
+        insert into public.mt5_account_health as h
+            (account_id, state, failure_kind, consecutive_failures, last_status, last_sync_id,
+             last_error_code, last_error_message, last_outcome_at, failing_since, next_attempt_at)
+        values (new.account_id, 'ok', null, 0, new.status, new.sync_id, new.error_code,
+                new.error_message, v_at, null, null)
+        on conflict (account_id) do update
+           set state = 'ok', failure_kind = null, consecutive_failures = 0,
+               last_status = excluded.last_status, last_sync_id = excluded.last_sync_id,
+               last_error_code = excluded.last_error_code,
+               last_error_message = excluded.last_error_message,
+               last_outcome_at = excluded.last_outcome_at,
+               failing_since = null, next_attempt_at = null;
+        if v_old.state in ('needs_credentials', 'backing_off', 'credentials_changed') then
+            insert into public.mt5_account_health_events
+                (account_id, kind, occurred_at, previous_state, error_code, message, sync_id)
+            values (new.account_id, 'recovered', v_at, v_old.state, v_old.last_error_code,
+                    format('synced again after failing since %s (%s)',
+                           v_old.failing_since, v_old.last_error_code),
+                    new.sync_id);
+        end if;
+        return null;
+    end if;
+
+    -- failed
+    v_kind := public.mt5_failure_kind(new.error_code);
+    v_n := case when v_old.failure_kind = v_kind then v_old.consecutive_failures + 1 else 1 end;
+    v_delay := public.mt5_backoff_delay(v_kind, v_n, new.account_id);
+    v_state := case when v_kind = 'credentials' then 'needs_credentials'
+                    when v_delay > interval '0' then 'backing_off'
+                    else 'failing' end;
+    insert into public.mt5_account_health as h
+        (account_id, state, failure_kind, consecutive_failures, last_status, last_sync_id,
+         last_error_code, last_error_message, last_outcome_at, failing_since, next_attempt_at)
+    values (new.account_id, v_state, v_kind, v_n, new.status, new.sync_id, new.error_code,
+            new.error_message, v_at, coalesce(v_old.failing_since, v_at),
+            case when v_delay > interval '0' then v_at + v_delay end)
+    on conflict (account_id) do update
+       set state = excluded.state, failure_kind = excluded.failure_kind,
+           consecutive_failures = excluded.consecutive_failures,
+           last_status = excluded.last_status, last_sync_id = excluded.last_sync_id,
+           last_error_code = excluded.last_error_code,
+           last_error_message = excluded.last_error_message,
+           last_outcome_at = excluded.last_outcome_at,
+           failing_since = excluded.failing_since, next_attempt_at = excluded.next_attempt_at;
+    if v_state = 'needs_credentials' and v_old.state is distinct from 'needs_credentials' then
+        insert into public.mt5_account_health_events
+            (account_id, kind, occurred_at, previous_state, error_code, message,
+             next_attempt_at, sync_id)
+        values (new.account_id, 'needs-credentials', v_at, v_old.state, new.error_code,
+                new.error_message, v_at + v_delay, new.sync_id);
+    end if;
+    return null;
+end
+$$;
+
+--
 -- Name: mt5_trade_columns(jsonb, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1585,6 +1875,92 @@ CREATE TABLE public.deals (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL
 );
+
+--
+-- Name: mt5_account_freshness; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.mt5_account_freshness WITH (security_invoker='true') AS
+ SELECT account_id,
+    user_id,
+    login_number,
+    broker_name,
+    broker_server,
+    is_active,
+    last_successful_sync_at,
+    staleness_s,
+    state,
+    reason,
+    next_attempt_at
+   FROM public.mt5_account_freshness_at(now(), 900) mt5_account_freshness_at(account_id, user_id, login_number, broker_name, broker_server, is_active, last_successful_sync_at, staleness_s, state, reason, next_attempt_at);
+
+--
+-- Name: mt5_account_health; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.mt5_account_health (
+    account_id uuid NOT NULL,
+    state text NOT NULL,
+    failure_kind text,
+    consecutive_failures integer DEFAULT 0 NOT NULL,
+    last_status text NOT NULL,
+    last_sync_id uuid NOT NULL,
+    last_error_code text,
+    last_error_message text,
+    last_outcome_at timestamp with time zone NOT NULL,
+    failing_since timestamp with time zone,
+    next_attempt_at timestamp with time zone,
+    CONSTRAINT mt5_account_health_state_check CHECK ((state = ANY (ARRAY['ok'::text, 'failing'::text, 'backing_off'::text, 'needs_credentials'::text, 'credentials_changed'::text])))
+);
+
+--
+-- Name: TABLE mt5_account_health; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.mt5_account_health IS 'Per account: the latest sync outcome and when the scheduled cycle may try it again (maintained by triggers on sync_logs and trading_accounts; see mt5_account_due).';
+
+--
+-- Name: mt5_account_health_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.mt5_account_health_events (
+    id bigint NOT NULL,
+    account_id uuid NOT NULL,
+    kind text NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    previous_state text,
+    error_code text,
+    message text,
+    next_attempt_at timestamp with time zone,
+    sync_id uuid,
+    CONSTRAINT mt5_account_health_events_kind_check CHECK ((kind = ANY (ARRAY['needs-credentials'::text, 'recovered'::text])))
+);
+
+--
+-- Name: mt5_account_health_events_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.mt5_account_health_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.mt5_account_health_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: mt5_account_schedule; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.mt5_account_schedule WITH (security_invoker='true') AS
+ SELECT account_id,
+    state,
+    reason,
+    message,
+    next_attempt_at,
+    due
+   FROM public.mt5_account_schedule_at(now()) mt5_account_schedule_at(account_id, state, reason, message, next_attempt_at, due);
 
 --
 -- Name: sync_logs; Type: TABLE; Schema: public; Owner: -
@@ -1720,6 +2096,26 @@ CREATE VIEW public.mt5_recent_syncs WITH (security_invoker='true') AS
   WHERE (l.started_at > (now() - '7 days'::interval));
 
 --
+-- Name: mt5_server_pauses; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.mt5_server_pauses (
+    broker_server text NOT NULL,
+    paused_at timestamp with time zone NOT NULL,
+    paused_until timestamp with time zone NOT NULL,
+    error_code text NOT NULL,
+    accounts_failed integer NOT NULL,
+    accounts_tried integer NOT NULL,
+    execution_id uuid
+);
+
+--
+-- Name: TABLE mt5_server_pauses; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.mt5_server_pauses IS 'Broker servers paused after most of their accounts failed the same transient way in one cycle.';
+
+--
 -- Name: mt5_sync_performance_by_hour; Type: VIEW; Schema: public; Owner: -
 --
 
@@ -1817,6 +2213,7 @@ CREATE TABLE public.sync_cycles (
     trigger text NOT NULL,
     sync_type text NOT NULL,
     account_ids uuid[],
+    excluded_ids uuid[],
     opened_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT sync_cycles_trigger_check CHECK ((trigger = ANY (ARRAY['scheduled'::text, 'manual'::text, 'backfill'::text])))
 );
@@ -1893,6 +2290,27 @@ ALTER TABLE ONLY public.cash_flows
 
 ALTER TABLE ONLY public.deals
     ADD CONSTRAINT deals_pkey PRIMARY KEY (account_id, ticket);
+
+--
+-- Name: mt5_account_health_events mt5_account_health_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.mt5_account_health_events
+    ADD CONSTRAINT mt5_account_health_events_pkey PRIMARY KEY (id);
+
+--
+-- Name: mt5_account_health mt5_account_health_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.mt5_account_health
+    ADD CONSTRAINT mt5_account_health_pkey PRIMARY KEY (account_id);
+
+--
+-- Name: mt5_server_pauses mt5_server_pauses_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.mt5_server_pauses
+    ADD CONSTRAINT mt5_server_pauses_pkey PRIMARY KEY (broker_server);
 
 --
 -- Name: sync_commit_chunks sync_commit_chunks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -2074,6 +2492,24 @@ CREATE OR REPLACE VIEW public.mt5_sync_success_rate_24h WITH (security_invoker='
   GROUP BY a.id;
 
 --
+-- Name: sync_logs sync_logs_track_account_health_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER sync_logs_track_account_health_insert AFTER INSERT ON public.sync_logs FOR EACH ROW WHEN ((new.status = ANY (ARRAY['success'::text, 'partial'::text, 'failed'::text]))) EXECUTE FUNCTION public.mt5_track_account_health();
+
+--
+-- Name: sync_logs sync_logs_track_account_health_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER sync_logs_track_account_health_update AFTER UPDATE OF status ON public.sync_logs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['success'::text, 'partial'::text, 'failed'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.mt5_track_account_health();
+
+--
+-- Name: trading_accounts trading_accounts_credentials_changed; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER trading_accounts_credentials_changed AFTER UPDATE OF investor_password_encrypted ON public.trading_accounts FOR EACH ROW WHEN ((old.investor_password_encrypted IS DISTINCT FROM new.investor_password_encrypted)) EXECUTE FUNCTION public.mt5_credentials_changed();
+
+--
 -- Name: account_snapshots account_snapshots_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2093,6 +2529,20 @@ ALTER TABLE ONLY public.cash_flows
 
 ALTER TABLE ONLY public.deals
     ADD CONSTRAINT deals_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: mt5_account_health mt5_account_health_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.mt5_account_health
+    ADD CONSTRAINT mt5_account_health_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
+
+--
+-- Name: mt5_account_health_events mt5_account_health_events_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.mt5_account_health_events
+    ADD CONSTRAINT mt5_account_health_events_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.trading_accounts(id) ON DELETE CASCADE;
 
 --
 -- Name: sync_commit_chunks sync_commit_chunks_account_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -2209,6 +2659,58 @@ CREATE POLICY deals_select_own ON public.deals FOR SELECT TO authenticated USING
 --
 
 CREATE POLICY deals_service_role_all ON public.deals TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: mt5_account_health; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.mt5_account_health ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: mt5_account_health_events; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.mt5_account_health_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: mt5_account_health_events mt5_account_health_events_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY mt5_account_health_events_service_role_all ON public.mt5_account_health_events TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: mt5_account_health mt5_account_health_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY mt5_account_health_select_own ON public.mt5_account_health FOR SELECT TO authenticated USING ((account_id IN ( SELECT a.id
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: mt5_account_health mt5_account_health_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY mt5_account_health_service_role_all ON public.mt5_account_health TO service_role USING (true) WITH CHECK (true);
+
+--
+-- Name: mt5_server_pauses; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.mt5_server_pauses ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: mt5_server_pauses mt5_server_pauses_select_own; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY mt5_server_pauses_select_own ON public.mt5_server_pauses FOR SELECT TO authenticated USING ((broker_server IN ( SELECT a.broker_server
+   FROM public.trading_accounts a
+  WHERE (a.user_id = ( SELECT auth.uid() AS uid)))));
+
+--
+-- Name: mt5_server_pauses mt5_server_pauses_service_role_all; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY mt5_server_pauses_service_role_all ON public.mt5_server_pauses TO service_role USING (true) WITH CHECK (true);
 
 --
 -- Name: sync_commit_chunks; Type: ROW SECURITY; Schema: public; Owner: -
@@ -2379,11 +2881,43 @@ ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trades;
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at, sync_lease_flow_run_id);
 
 --
+-- Name: FUNCTION mt5_account_due(p_account_id uuid, p_broker_server text, p_now timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_account_due(p_account_id uuid, p_broker_server text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_account_due(p_account_id uuid, p_broker_server text, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.mt5_account_due(p_account_id uuid, p_broker_server text, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION mt5_account_freshness_at(p_now timestamp with time zone, p_slo_s integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_account_freshness_at(p_now timestamp with time zone, p_slo_s integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_account_freshness_at(p_now timestamp with time zone, p_slo_s integer) TO authenticated;
+GRANT ALL ON FUNCTION public.mt5_account_freshness_at(p_now timestamp with time zone, p_slo_s integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_account_schedule_at(p_now timestamp with time zone, p_account_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_account_schedule_at(p_now timestamp with time zone, p_account_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_account_schedule_at(p_now timestamp with time zone, p_account_ids uuid[]) TO authenticated;
+GRANT ALL ON FUNCTION public.mt5_account_schedule_at(p_now timestamp with time zone, p_account_ids uuid[]) TO service_role;
+
+--
 -- Name: FUNCTION mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_backoff_delay(p_kind text, p_failures integer, p_account_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_backoff_delay(p_kind text, p_failures integer, p_account_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_backoff_delay(p_kind text, p_failures integer, p_account_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.mt5_backoff_delay(p_kind text, p_failures integer, p_account_id uuid) TO service_role;
 
 --
 -- Name: FUNCTION mt5_break_sync_lease(p_account_id uuid, p_holder uuid); Type: ACL; Schema: public; Owner: -
@@ -2470,11 +3004,26 @@ REVOKE ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) FROM PUBLI
 GRANT ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) TO service_role;
 
 --
+-- Name: FUNCTION mt5_credentials_changed(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_credentials_changed() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_credentials_changed() TO service_role;
+
+--
 -- Name: FUNCTION mt5_cycle_report(p_execution_id uuid); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.mt5_cycle_report(p_execution_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_cycle_report(p_execution_id uuid) TO service_role;
+
+--
+-- Name: FUNCTION mt5_failure_kind(p_error_code text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_failure_kind(p_error_code text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_failure_kind(p_error_code text) TO authenticated;
+GRANT ALL ON FUNCTION public.mt5_failure_kind(p_error_code text) TO service_role;
 
 --
 -- Name: FUNCTION mt5_mark_sync_started(p jsonb); Type: ACL; Schema: public; Owner: -
@@ -2484,11 +3033,18 @@ REVOKE ALL ON FUNCTION public.mt5_mark_sync_started(p jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_mark_sync_started(p jsonb) TO service_role;
 
 --
--- Name: FUNCTION mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[], p_excluded_ids uuid[]); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]) TO service_role;
+REVOKE ALL ON FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[], p_excluded_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_open_sync_cycle(p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[], p_excluded_ids uuid[]) TO service_role;
+
+--
+-- Name: FUNCTION mt5_pause_failing_servers(p jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_pause_failing_servers(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_pause_failing_servers(p jsonb) TO service_role;
 
 --
 -- Name: FUNCTION mt5_payload_array_length(p jsonb, fn text, key text, nullable boolean); Type: ACL; Schema: public; Owner: -
@@ -2596,6 +3152,20 @@ REVOKE ALL ON FUNCTION public.mt5_sync_lease_of(p_account_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_sync_lease_of(p_account_id uuid) TO service_role;
 
 --
+-- Name: FUNCTION mt5_take_health_events(p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_take_health_events(p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_take_health_events(p_limit integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_track_account_health(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_track_account_health() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_track_account_health() TO service_role;
+
+--
 -- Name: FUNCTION mt5_trade_columns(c jsonb, n integer); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2629,6 +3199,33 @@ GRANT SELECT ON TABLE public.cash_flows TO authenticated;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.deals TO service_role;
 GRANT SELECT ON TABLE public.deals TO authenticated;
+
+--
+-- Name: TABLE mt5_account_freshness; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.mt5_account_freshness TO authenticated;
+GRANT SELECT ON TABLE public.mt5_account_freshness TO service_role;
+
+--
+-- Name: TABLE mt5_account_health; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.mt5_account_health TO service_role;
+GRANT SELECT ON TABLE public.mt5_account_health TO authenticated;
+
+--
+-- Name: TABLE mt5_account_health_events; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.mt5_account_health_events TO service_role;
+
+--
+-- Name: TABLE mt5_account_schedule; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.mt5_account_schedule TO authenticated;
+GRANT SELECT ON TABLE public.mt5_account_schedule TO service_role;
 
 --
 -- Name: TABLE sync_logs; Type: ACL; Schema: public; Owner: -
@@ -2794,6 +3391,13 @@ GRANT SELECT ON TABLE public.mt5_accounts_with_failures TO service_role;
 
 GRANT SELECT ON TABLE public.mt5_recent_syncs TO authenticated;
 GRANT SELECT ON TABLE public.mt5_recent_syncs TO service_role;
+
+--
+-- Name: TABLE mt5_server_pauses; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.mt5_server_pauses TO service_role;
+GRANT SELECT ON TABLE public.mt5_server_pauses TO authenticated;
 
 --
 -- Name: TABLE mt5_sync_performance_by_hour; Type: ACL; Schema: public; Owner: -

@@ -1,16 +1,26 @@
 """Create the process work pool (and optional per-host work queues) the deployments use, and
-the automation that marks a flow run Crashed when its heartbeats stop.
+the automations: one that marks a flow run Crashed when its heartbeats stop, and the defaults
+on mt5-sync's events.
 
     python -m mt5_sync.deployments.bootstrap             # pool "mt5-windows", type process
     python -m mt5_sync.deployments.bootstrap --queue host-a --queue host-b
+    python -m mt5_sync.deployments.bootstrap --notify-block slack-webhook/ops   # alerts to Slack
+
+Automations (one per event of issue 14; idempotent, matched by name): they fire on every
+``mt5.account.needs-credentials``, ``mt5.account.recovered``, ``mt5.server.paused`` and
+``mt5.cycle.degraded`` event, one firing per resource (account, server, cycle). Notification
+blocks are the user's: without ``--notify-block`` the action is "do nothing" (the firing is
+still visible under Automations and in the event feed); with it, a SendNotification through
+that block (create one first, e.g. ``prefect block create slack-webhook``). An automation that
+already exists is left as it is (edit it in the UI, or delete it and run bootstrap again).
 
 Why the automation: a SIGKILLed flow run (its host lost power, its worker killed) stays
 Running in Prefect for good, and keeps its deployment's concurrency slot until the slot's lease
 runs out -- measured 294 s for the scheduled cycle, during which every new cycle was cancelled
 (DESIGN.md). The runs of this project's deployments send a heartbeat event every 30 s
-(``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in prefect.yaml's job variables); this automation marks
-a run Crashed 65 s after its last heartbeat, which also releases its deployment slot at once (Prefect's
-``ReleaseFlowConcurrencySlots`` rule). This is the recipe of Prefect's "Detect zombie flows"
+(``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in prefect.yaml's job variables); this automation
+marks a run Crashed 65 s after its last heartbeat, which also releases its deployment slot at
+once (Prefect's ``ReleaseFlowConcurrencySlots`` rule). This is the recipe of Prefect's "Detect zombie flows"
 guide, limited to runs tagged ``mt5``. Prefect Cloud's managed "Unresponsive run detection" does
 the same.
 
@@ -26,7 +36,7 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
@@ -36,6 +46,99 @@ POOL_TYPE = "process"
 ZOMBIE_AUTOMATION = "mt5-sync: crash runs whose heartbeats stopped"
 HEARTBEAT_S = 30  # Prefect's minimum; prefect.yaml sets PREFECT_FLOWS_HEARTBEAT_FREQUENCY to it
 HEARTBEAT_GRACE_S = 65  # two heartbeats and a margin for a late one
+
+
+@dataclass(frozen=True)
+class AutomationSpec:
+    name: str
+    event: str
+    description: str
+    subject: str
+
+
+AUTOMATIONS = (
+    AutomationSpec(
+        "mt5: account needs credentials", "mt5.account.needs-credentials",
+        "The broker rejected an account's login (wrong investor password, OTP required): the "
+        "schedule leaves it alone until its password changes.",
+        "MT5 account {{ event.resource.name }} needs new credentials",
+    ),
+    AutomationSpec(
+        "mt5: account recovered", "mt5.account.recovered",
+        "An account that needed credentials or was backing off synced again.",
+        "MT5 account {{ event.resource.name }} syncs again",
+    ),
+    AutomationSpec(
+        "mt5: broker server paused", "mt5.server.paused",
+        "Most accounts of one broker server failed the same way in one cycle; the server's "
+        "accounts are paused for a while.",
+        "MT5 server {{ event.resource.name }} paused",
+    ),
+    AutomationSpec(
+        "mt5: sync cycle degraded", "mt5.cycle.degraded",
+        "A cycle's failure rate or the accounts' staleness is over its threshold.",
+        "MT5 sync degraded",
+    ),
+)
+
+NOTIFY_BODY = (
+    "{{ event.event }} {{ event.resource.name }}: {{ event.payload.message or "
+    "event.payload.reasons or event.payload.error_code }}"
+)
+
+
+async def ensure_automations(notify_block: str | None = None) -> dict[str, str]:
+    """Create the default automations that are missing; returns name -> id of all of them.
+
+    ``notify_block``: ``<block-type-slug>/<block-name>`` of a notification block the user
+    created; its actions send notifications. Raises ``ValueError`` if that block is unknown.
+    """
+    from datetime import timedelta
+
+    from prefect import get_client
+    from prefect.automations import (
+        AutomationCore,
+        DoNothing,
+        EventTrigger,
+        Posture,
+        SendNotification,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    ids: dict[str, str] = {}
+    async with get_client() as client:
+        block_id = None
+        if notify_block:
+            slug, _, name = notify_block.partition("/")
+            try:
+                block = await client.read_block_document_by_name(name, slug)
+            except ObjectNotFound:
+                raise ValueError(f"no notification block {notify_block!r}") from None
+            block_id = block.id
+        for spec in AUTOMATIONS:
+            existing = await client.read_automations_by_name(spec.name)
+            if existing:
+                ids[spec.name] = str(existing[0].id)
+                continue
+            actions: list[Any] = [
+                SendNotification(block_document_id=block_id, subject=spec.subject,
+                                 body=NOTIFY_BODY)
+                if block_id is not None else DoNothing()
+            ]
+            automation = AutomationCore(
+                name=spec.name,
+                description=spec.description,
+                trigger=EventTrigger(
+                    expect={spec.event},
+                    for_each={"prefect.resource.id"},
+                    posture=Posture.Reactive,
+                    threshold=1,
+                    within=timedelta(0),
+                ),
+                actions=actions,
+            )
+            ids[spec.name] = str(await client.create_automation(automation))
+    return ids
 
 
 @dataclass
@@ -87,7 +190,7 @@ def zombie_run_automation() -> AutomationCore:
     )
 
 
-async def ensure_automations() -> list[str]:
+async def ensure_zombie_automation() -> list[str]:
     """Create the project's automations that are missing (by name); returns those created."""
     from prefect import get_client
 
@@ -168,17 +271,27 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency-limit", type=int, default=None,
         help="max flow runs at once across the pool (default: unlimited)",
     )
+    parser.add_argument(
+        "--notify-block", default=None, metavar="TYPE/NAME",
+        help="notification block the default automations send to, e.g. slack-webhook/ops "
+        "(default: the automations do nothing but record that they fired)",
+    )
+    parser.add_argument("--no-automations", action="store_true",
+                        help="create only the work pool and queues")
     args = parser.parse_args(argv)
     report = asyncio.run(
         ensure_work_pool(args.pool, queues=args.queue, concurrency_limit=args.concurrency_limit)
     )
-    report.automations_created = asyncio.run(ensure_automations())
     state = "created" if report.pool_created else "already there"
     print(f"work pool {report.pool!r} ({POOL_TYPE}): {state}")
     for queue in report.queues_created:
         print(f"work queue {queue!r}: created")
-    print(f"automation {ZOMBIE_AUTOMATION!r}: "
-          f"{'created' if report.automations_created else 'already there'}")
+    if not args.no_automations:
+        report.automations_created = asyncio.run(ensure_zombie_automation())
+        print(f"automation {ZOMBIE_AUTOMATION!r}: "
+              f"{'created' if report.automations_created else 'already there'}")
+        for name, automation_id in asyncio.run(ensure_automations(args.notify_block)).items():
+            print(f"automation {name!r}: {automation_id}")
     print("next: prefect deploy --all   (from the repository root)", file=sys.stderr)
     return 0
 

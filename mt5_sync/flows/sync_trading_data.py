@@ -8,6 +8,11 @@ more and a host that joins later takes what is left (mt5_sync/flows/sync_cycle_s
 parent waits for the shards, merges their reports (and, for a host that died, what reached the
 database) into the Edge Function's response, publishes the table artifact, and returns it.
 
+The scheduled cycle leaves backed-off accounts alone (a wrong password, a dead server: see
+mt5_sync/sync/health.py); they are reported ``skipped`` with the reason and the next attempt,
+and excluded from the cycle's claim queue. After the cycle: servers that failed as a whole are
+paused, the freshness figures join the summary and the health events are emitted.
+
 Not started from a deployment (``mt5-sync sync``, the demo, tests), or with no host queue
 live, the parent runs the one shard itself, in its own process, through the same claim queue.
 """
@@ -25,10 +30,14 @@ from prefect.runtime import flow_run
 
 from mt5_sync.clock import utc_now
 from mt5_sync.flows.sync_cycle_shard import cycle_sync_id, run_shard
-from mt5_sync.sync.outcome import summarize_cycle, summary_table
+from mt5_sync.settings import Settings
+from mt5_sync.sync import health
+from mt5_sync.sync.outcome import AccountOutcome, summarize_cycle, summary_table
 from mt5_sync.sync.shards import merge_cycle
 from mt5_sync.tasks import orchestration, runtime
 from mt5_sync.tasks.database import load_active_accounts, record_deferred_syncs
+from mt5_sync.tasks.health import emit as emit_health_events
+from mt5_sync.tasks.health import load_account_schedule, review_cycle_health
 
 
 @flow(name="sync-trading-data", log_prints=False)
@@ -50,10 +59,21 @@ async def sync_trading_data(
     if trigger == "backfill" and not account_ids:
         # A backfill re-reads full history: never let an empty list mean "every account".
         raise ValueError("a backfill needs account_ids (and usually full_from)")
-    accounts = await load_active_accounts(account_ids or None)
+    listed = await load_active_accounts(account_ids or None)
+    # Account health: the scheduled cycle leaves backed-off accounts alone; they are reported
+    # 'skipped' with the reason and the next attempt, and no shard may claim them. Manual syncs
+    # and backfills are never held back.
+    accounts: list[dict[str, Any]] = listed
+    skipped: dict[str, AccountOutcome] = {}
+    if trigger == "scheduled" and listed:
+        schedule = await load_account_schedule([a["id"] for a in listed], started)
+        accounts, skipped = health.split_due(listed, schedule, now=started, sync_type=sync_type)
+        if skipped:
+            logger.info("%d accounts backed off, not tried this cycle", len(skipped))
     store = runtime.store()
     await runtime.in_db_thread(
-        store.open_sync_cycle, execution_id, trigger, sync_type, account_ids or None
+        store.open_sync_cycle, execution_id, trigger, sync_type, account_ids or None,
+        sorted(skipped),
     )
     shard_args: dict[str, Any] = {
         "execution_id": execution_id, "trigger": trigger, "sync_type": sync_type,
@@ -104,8 +124,11 @@ async def sync_trading_data(
             len(deferred), len(merged.outcomes), budget,
         )
 
+    merged_by_id = {o.account_id: o for o in merged.outcomes}
+    outcomes = [skipped[a["id"]] if a["id"] in skipped else merged_by_id.pop(a["id"])
+                for a in listed] + list(merged_by_id.values())
     summary = summarize_cycle(
-        merged.outcomes,
+        outcomes,
         execution_id=execution_id,
         started=started,
         finished=utc_now(),
@@ -120,13 +143,15 @@ async def sync_trading_data(
             logger.error("host configuration error: %s", error)
     if budget > 0:
         summary["cycleBudgetS"] = budget
+    await _review_health(summary, execution_id, trigger, settings)
     await acreate_table_artifact(
         table=summary_table(summary),
         key="sync-trading-data-summary",
         description=(
             f"{summary['totalAccounts']} accounts: {summary['successCount']} success, "
             f"{summary['partialCount']} partial, {summary['failureCount']} failed, "
-            f"{summary['deferredCount']} deferred in {summary['duration_ms']} ms"
+            f"{summary['deferredCount']} deferred, {summary['skippedCount']} skipped in "
+            f"{summary['duration_ms']} ms; {health.freshness_line(summary['freshness'])}"
         ),
     )
     logger.info(
@@ -166,3 +191,40 @@ async def _wait_for_shards(
     for s in shards:
         if s.state != "COMPLETED":
             logger.warning("shard on host %s ended %s: %s", s.host, s.state, s.message or "")
+
+
+async def _review_health(
+    summary: dict[str, Any], execution_id: str, trigger: str, settings: Settings
+) -> None:
+    """After the cycle: pause servers that failed as a whole (said once), add the freshness
+    figures to the summary, emit the events a human must hear about."""
+    logger = get_run_logger()
+    now = utc_now()  # one instant: the summary's figures are the view's at this moment
+    review = await review_cycle_health(execution_id, now, trigger == "scheduled")
+    freshness = health.freshness_stats(
+        review["freshness"], slo_s=settings.freshness_slo_s, at=now
+    )
+    summary["freshness"] = freshness
+    related = [{"prefect.resource.id": f"prefect.flow-run.{execution_id}",
+                "prefect.resource.role": "flow-run"}]
+    events = [health.account_event(e) for e in review["events"]]
+    for paused in review["paused"]:
+        logger.warning(
+            "server %s paused until %s: %d of %d accounts failed with %s this cycle",
+            paused["broker_server"], paused["paused_until"].isoformat(),
+            paused["accounts_failed"], paused["accounts_tried"], paused["error_code"],
+        )
+        events.append(health.server_paused_event(paused, execution_id))
+    summary["pausedServers"] = [
+        {**p, "paused_until": p["paused_until"].isoformat()} for p in review["paused"]
+    ]
+    reasons = health.degraded_reasons(
+        summary, freshness, failure_rate=settings.degraded_failure_rate
+    )
+    summary["degraded"] = reasons
+    if reasons:
+        logger.warning("cycle degraded: %s", "; ".join(reasons))
+        events.append(health.cycle_degraded_event(reasons, summary, freshness,
+                                                  "sync-trading-data"))
+    summary["eventsEmitted"] = emit_health_events(events, related)
+    logger.info(health.freshness_line(freshness))

@@ -11,6 +11,7 @@ that transport is chosen (it costs ~0.9 s of import time).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from mt5_sync.contracts import CommitPayload, FailurePayload
@@ -47,7 +48,8 @@ class Store(Protocol):
 
     # the cycle's claim queue, shared by every host's shard (migration 20261203000100)
     def open_sync_cycle(
-        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None
+        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None,
+        excluded_ids: Sequence[str] = (),
     ) -> None: ...
 
     def claim_cycle_accounts(
@@ -71,6 +73,16 @@ class Store(Protocol):
     def break_sync_lease(self, account_id: str, holder: str) -> bool: ...
 
     def sync_lease_of(self, account_id: str) -> dict[str, Any] | None: ...
+
+    def account_schedule(
+        self, account_ids: Sequence[str] | None, now: datetime
+    ) -> list[dict[str, Any]]: ...
+
+    def account_freshness(self, now: datetime, slo_s: int) -> list[dict[str, Any]]: ...
+
+    def pause_failing_servers(self, entry: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def take_health_events(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
 
 def make_store(config: Settings | StoreConfig, *, pool_size: int = 0) -> Store:

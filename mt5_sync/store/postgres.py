@@ -380,6 +380,65 @@ class PostgresStore:
         )
         return int(rows[0]["n"] or 0) if rows else 0
 
+    # ------------------------------------------------------------ account health
+
+    def account_schedule(
+        self, account_ids: Sequence[str] | None, now: datetime
+    ) -> list[dict[str, Any]]:
+        """Whether the scheduled cycle may try each account at ``now``.
+
+        ``mt5_account_schedule_at`` rows: ``account_id`` (str), ``state``, ``reason`` (error
+        code or None), ``message``, ``next_attempt_at`` (aware UTC or None), ``due`` (bool).
+        ``account_ids`` None = all.
+        """
+        ids = None if account_ids is None else [
+            i for i in (_uuid_or_none(a) for a in account_ids) if i is not None
+        ]
+        rows = self.fetch_all(
+            "select account_id::text as account_id, state, reason, message, next_attempt_at, due"
+            " from public.mt5_account_schedule_at(%s, %s::uuid[])",
+            (now, ids),
+        )
+        return [{**r, "next_attempt_at": _utc(r["next_attempt_at"])} for r in rows]
+
+    def account_freshness(self, now: datetime, slo_s: int) -> list[dict[str, Any]]:
+        """``mt5_account_freshness_at(now, slo_s)``: one row per account (ids as str, times
+        aware UTC, ``staleness_s`` float seconds or None when never synced)."""
+        rows = self.fetch_all(
+            "select account_id::text as account_id, login_number, broker_server, is_active,"
+            " last_successful_sync_at, staleness_s, state, reason, next_attempt_at"
+            " from public.mt5_account_freshness_at(%s, %s)",
+            (now, int(slo_s)),
+        )
+        return [
+            {**r, "last_successful_sync_at": _utc(r["last_successful_sync_at"]),
+             "next_attempt_at": _utc(r["next_attempt_at"])}
+            for r in rows
+        ]
+
+    def pause_failing_servers(self, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Pause the servers where most of one cycle's accounts failed the same transient way;
+        returns the newly paused ones (``broker_server``, ``error_code``, ``accounts_failed``,
+        ``accounts_tried``, ``paused_until``). See ``mt5_pause_failing_servers``."""
+        rows = self.fetch_all(
+            "select * from public.mt5_pause_failing_servers(%s)", (_jsonb(dict(entry)),)
+        )
+        return [{**r, "paused_until": _utc(r["paused_until"])} for r in rows]
+
+    def take_health_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Take (and delete) up to ``limit`` account health events, oldest first."""
+        rows = self.fetch_all(
+            "select id, account_id::text as account_id, login_number, broker_server, kind,"
+            " occurred_at, previous_state, error_code, message, next_attempt_at,"
+            " sync_id::text as sync_id from public.mt5_take_health_events(%s)",
+            (int(limit),),
+        )
+        return [
+            {**r, "occurred_at": _utc(r["occurred_at"]),
+             "next_attempt_at": _utc(r["next_attempt_at"])}
+            for r in rows
+        ]
+
     # ------------------------------------------------------------ the sync write path
 
     def commit_account_sync(self, payload: CommitPayload) -> dict[str, Any]:
@@ -446,18 +505,20 @@ class PostgresStore:
     # ------------------------------------------------------------ the cycle's claim queue
 
     def open_sync_cycle(
-        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None
+        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None,
+        excluded_ids: Sequence[str] = (),
     ) -> None:
         """Open (idempotently) the cycle whose accounts every host's shard claims from.
 
         ``account_ids`` None: every account active when claimed (one added mid-cycle too).
+        ``excluded_ids``: never claimable in this cycle (accounts backing off).
         """
         ids = None if account_ids is None else [
             i for i in (_uuid_or_none(a) for a in account_ids) if i is not None]
         self._call(
             "mt5_open_sync_cycle",
-            "select public.mt5_open_sync_cycle(%s::uuid, %s, %s, %s::uuid[])",
-            (execution_id, trigger, sync_type, ids),
+            "select public.mt5_open_sync_cycle(%s::uuid, %s, %s, %s::uuid[], %s::uuid[])",
+            (execution_id, trigger, sync_type, ids, list(excluded_ids) or None),
         )
 
     def claim_cycle_accounts(

@@ -245,6 +245,53 @@ class SupabaseRestStore:
     def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int:
         return int(self._rpc("mt5_record_syncs_deferred", {"p": dict(entry)}) or 0)
 
+    # ------------------------------------------------------------ account health
+
+    def account_schedule(
+        self, account_ids: Sequence[str] | None, now: datetime
+    ) -> list[dict[str, Any]]:
+        """See PostgresStore.account_schedule."""
+        ids = None if account_ids is None else [
+            i for i in (_uuid_or_none(a) for a in account_ids) if i is not None
+        ]
+        rows = self._rpc("mt5_account_schedule_at",
+                         {"p_now": now.isoformat(), "p_account_ids": ids}) or []
+        return [
+            {"account_id": str(r["account_id"]), "state": r["state"], "reason": r["reason"],
+             "message": r["message"], "next_attempt_at": _ts(r["next_attempt_at"]),
+             "due": bool(r["due"])}
+            for r in rows
+        ]
+
+    def account_freshness(self, now: datetime, slo_s: int) -> list[dict[str, Any]]:
+        """See PostgresStore.account_freshness."""
+        rows = self._rpc("mt5_account_freshness_at",
+                         {"p_now": now.isoformat(), "p_slo_s": int(slo_s)}) or []
+        return [
+            {"account_id": str(r["account_id"]), "login_number": r["login_number"],
+             "broker_server": r["broker_server"], "is_active": r["is_active"],
+             "last_successful_sync_at": _ts(r["last_successful_sync_at"]),
+             "staleness_s": None if r["staleness_s"] is None else float(r["staleness_s"]),
+             "state": r["state"], "reason": r["reason"],
+             "next_attempt_at": _ts(r["next_attempt_at"])}
+            for r in rows
+        ]
+
+    def pause_failing_servers(self, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """See PostgresStore.pause_failing_servers."""
+        rows = self._rpc("mt5_pause_failing_servers", {"p": _plain(entry)}) or []
+        return [{**r, "paused_until": _ts(r["paused_until"])} for r in rows]
+
+    def take_health_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """See PostgresStore.take_health_events."""
+        rows = self._rpc("mt5_take_health_events", {"p_limit": int(limit)}) or []
+        return [
+            {**r, "account_id": str(r["account_id"]), "occurred_at": _ts(r["occurred_at"]),
+             "next_attempt_at": _ts(r["next_attempt_at"]),
+             "sync_id": None if r["sync_id"] is None else str(r["sync_id"])}
+            for r in rows
+        ]
+
     # ------------------------------------------------------------ reads
 
     def list_active_accounts(self, account_ids: Sequence[str] | None = None) -> list[AccountRecord]:
@@ -348,13 +395,14 @@ class SupabaseRestStore:
     # ------------------------------------------------------------ the cycle's claim queue
 
     def open_sync_cycle(
-        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None
+        self, execution_id: str, trigger: str, sync_type: str, account_ids: Sequence[str] | None,
+        excluded_ids: Sequence[str] = (),
     ) -> None:
         ids = None if account_ids is None else [
             i for i in (_uuid_or_none(a) for a in account_ids) if i]
         self._rpc("mt5_open_sync_cycle", {
             "p_execution_id": execution_id, "p_trigger": trigger, "p_sync_type": sync_type,
-            "p_account_ids": ids,
+            "p_account_ids": ids, "p_excluded_ids": list(excluded_ids) or None,
         })
 
     def claim_cycle_accounts(

@@ -61,6 +61,9 @@ class AccountOutcome:
             item["timings"] = {k: round(v, 1) for k, v in self.timings.items()}
         if self.error_code:
             item["error_code"] = self.error_code
+        if self.status == "skipped":  # backed off (mt5_sync/sync/health.py): why, and until when
+            item["state"] = self.extra.get("state")
+            item["next_attempt_at"] = self.extra.get("next_attempt_at")
         return item
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,6 +40,8 @@ create table public.sync_cycles (
     sync_type text not null,
     -- null: every active account at claim time (an account added mid-cycle is claimable)
     account_ids uuid[],
+    -- never claimable in this cycle: accounts backing off (mt5_sync/sync/health.py), few
+    excluded_ids uuid[],
     opened_at timestamptz not null default now(),
     constraint sync_cycles_trigger_check check (trigger in ('scheduled', 'manual', 'backfill'))
 );
@@ -77,7 +79,8 @@ create index sync_logs_execution_idx on public.sync_logs (execution_id, account_
 -- ---------------------------------------------------------------- the cycle
 
 create or replace function public.mt5_open_sync_cycle(
-    p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[]
+    p_execution_id uuid, p_trigger text, p_sync_type text, p_account_ids uuid[],
+    p_excluded_ids uuid[] default null
 ) returns void
 language sql
 volatile
@@ -85,8 +88,8 @@ security invoker
 set search_path = public, pg_temp
 as $$
     -- A retried parent reopens its own cycle: idempotent.
-    insert into public.sync_cycles (execution_id, trigger, sync_type, account_ids)
-    values (p_execution_id, p_trigger, p_sync_type, p_account_ids)
+    insert into public.sync_cycles (execution_id, trigger, sync_type, account_ids, excluded_ids)
+    values (p_execution_id, p_trigger, p_sync_type, p_account_ids, p_excluded_ids)
     on conflict (execution_id) do nothing;
 $$;
 
@@ -138,6 +141,7 @@ begin
                  on c.execution_id = p_execution_id and c.account_id = a.id
          where a.is_active
            and (v_cycle.account_ids is null or a.id = any (v_cycle.account_ids))
+           and (v_cycle.excluded_ids is null or a.id <> all (v_cycle.excluded_ids))
            and (c.account_id is null
                 or (c.outcome = 'claimed'
                     and (a.sync_lease_holder is null or a.sync_lease_until < now())
@@ -404,7 +408,7 @@ declare
     v_table text;
 begin
     foreach v_fn in array array[
-        'public.mt5_open_sync_cycle(uuid, text, text, uuid[])',
+        'public.mt5_open_sync_cycle(uuid, text, text, uuid[], uuid[])',
         'public.mt5_claim_cycle_accounts(uuid, text, integer, integer, uuid)',
         'public.mt5_unclaim_cycle_accounts(uuid, uuid[], text)',
         'public.mt5_record_cycle_shard(uuid, text, uuid, jsonb)',

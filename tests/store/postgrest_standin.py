@@ -405,6 +405,9 @@ DUMP_TABLES: dict[str, str] = {
     "sync_logs": "sync_id",
     "sync_quarantine": "sync_id, kind, ordinal",
     "sync_commit_chunks": "sync_id, part, seq",
+    "mt5_account_health": "account_id",
+    "mt5_server_pauses": "broker_server",
+    "mt5_account_health_events": "occurred_at, account_id",
 }
 
 

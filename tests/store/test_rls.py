@@ -205,21 +205,37 @@ def test_row_level_security_is_on_for_every_table(db: str) -> None:
     assert [name for name, on in rows if not on] == []
 
 
+#: Read-only functions the app's users may call: the account-health views
+#: (mt5_account_schedule, mt5_account_freshness) are these functions at now(), and a
+#: security_invoker view needs its caller to be allowed to execute them. Invoker rights, so
+#: row level security still decides which rows a user sees (test_account_health.py).
+USER_READABLE_FUNCTIONS = {
+    "mt5_failure_kind(text)",
+    "mt5_backoff_delay(text,integer,uuid)",
+    "mt5_account_due(uuid,text,timestamp with time zone)",
+    "mt5_account_schedule_at(timestamp with time zone,uuid[])",
+    "mt5_account_freshness_at(timestamp with time zone,integer)",
+}
+
+
 def test_functions_are_invoker_with_fixed_search_path_and_service_only(db: str) -> None:
     with psycopg.connect(db) as conn:
         rows = conn.execute(
             "select p.oid::regprocedure::text, p.prosecdef, coalesce(p.proconfig, '{}'),"
             " has_function_privilege('anon', p.oid, 'execute'),"
             " has_function_privilege('authenticated', p.oid, 'execute'),"
-            " has_function_privilege('service_role', p.oid, 'execute')"
+            " has_function_privilege('service_role', p.oid, 'execute'), p.provolatile"
             " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
             " where n.nspname = 'public'"
         ).fetchall()
     assert "mt5_commit_staged_account_sync(jsonb)" in {r[0] for r in rows}
-    for name, definer, config, anon, authenticated, service in rows:
+    assert {r[0] for r in rows} >= USER_READABLE_FUNCTIONS
+    for name, definer, config, anon, authenticated, service, volatility in rows:
         assert not definer, name
         assert any(c.startswith("search_path=") for c in config), name
-        assert (anon, authenticated, service) == (False, False, True), name
+        readable = name in USER_READABLE_FUNCTIONS
+        assert (anon, authenticated, service) == (False, readable, True), name
+        assert volatility in ("s", "i") or not readable, name
 
 
 def test_views_run_with_the_callers_rights(db: str) -> None:

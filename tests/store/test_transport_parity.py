@@ -29,6 +29,7 @@ from .postgrest_standin import SB_SECRET, PostgrestStandIn, dump, seed_account
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 USER = "00000000-0000-4000-8000-0000000000e2"
+EXECUTION = "00000000-0000-4000-8000-0000000000e3"
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +89,24 @@ def run_syncs(store: Store, accounts: list[dict[str, Any]]) -> list[Any]:
             store.mark_sync_started(dict(payload))
             results.append(store.commit_account_sync(payload))
         failed = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{account['id']}/failed"))
+        code = "auth_failed" if account is accounts[0] else "terminal_timeout"
         store.record_sync_failure({
-            "sync_id": failed, "account_id": account["id"], "execution_id": None,
+            "sync_id": failed, "account_id": account["id"], "execution_id": EXECUTION,
             "flow_run_id": None, "trigger": "manual", "sync_type": "incremental",
-            "error_code": "terminal_timeout", "error_message": "IPC timeout",
+            "error_code": code, "error_message": f"failed: {code}",
             "started_at": (NOW + timedelta(hours=1)).isoformat(),
             "completed_at": (NOW + timedelta(hours=1, seconds=30)).isoformat(),
             "duration_ms": 30_000, "lease_holder": None})
     results.append([a.id for a in store.list_active_accounts()])
+    # account health (the trigger on sync_logs wrote it): the same answers either way
+    results.append(store.account_schedule(None, NOW + timedelta(hours=2)))
+    results.append(store.account_schedule([accounts[0]["id"], "not-a-uuid"],
+                                          NOW + timedelta(hours=2)))
+    results.append(store.account_freshness(NOW + timedelta(hours=2), 900))
+    results.append(store.pause_failing_servers({
+        "execution_id": EXECUTION, "now": (NOW + timedelta(hours=2)).isoformat(),
+        "min_accounts": 1, "ratio": 0.5, "pause_s": 600}))
+    results.append(store.take_health_events(10))
     return results
 
 
@@ -120,6 +131,10 @@ def test_both_transports_write_identical_rows(
     via_rest = run_syncs(rest, simulated)
 
     assert via_rest == via_direct
+    health = via_direct[-5:]
+    assert [r["state"] for r in health[0]] == ["needs_credentials", "failing", "failing"]
+    assert len(health[1]) == 1 and len(health[3]) == 2  # two servers paused
+    assert [e["kind"] for e in health[4]] == ["needs-credentials"]
     direct_rows, rest_rows = dump(direct_db), dump(rest_db)
     assert direct_rows == rest_rows
     assert rest_rows["sync_commit_chunks"] == []
