@@ -20,9 +20,9 @@ runs out -- measured 294 s for the scheduled cycle, during which every new cycle
 (DESIGN.md). The runs of this project's deployments send a heartbeat event every 30 s
 (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` in prefect.yaml's job variables); this automation
 marks a run Crashed 65 s after its last heartbeat, which also releases its deployment slot at
-once (Prefect's ``ReleaseFlowConcurrencySlots`` rule). This is the recipe of Prefect's "Detect zombie flows"
-guide, limited to runs tagged ``mt5``. Prefect Cloud's managed "Unresponsive run detection" does
-the same.
+once (Prefect's ``ReleaseFlowConcurrencySlots`` rule). This is the recipe of Prefect's
+"Detect zombie flows" guide, limited to runs tagged ``mt5``. Prefect Cloud's managed
+"Unresponsive run detection" does the same.
 
 Idempotent: an existing pool of type ``process`` is left as it is (queues are added); a pool
 of that name with another type is an error. The plain-CLI equivalent is
