@@ -93,15 +93,17 @@ def _shard(store: Store, cycle: str, host: str, go: threading.Barrier, got: list
            errors: list[BaseException]) -> None:
     try:
         go.wait()
-        while rows := store.claim_cycle_accounts(cycle, host, 2, 30):
+        while rows := store.claim_cycle_accounts(cycle, host, 1, 30):
             got += [r["account_id"] for r in rows if r["outcome"] == "claimed"]
     except BaseException as exc:
         errors.append(exc)
 
 
 def test_concurrent_shards_never_share_an_account(db: str) -> None:
-    stores = [PostgresStore(db) for _ in range(4)]
-    for attempt in range(5):
+    for i in range(N, 200):  # enough contention for claims to cross (one found a real race)
+        seed_account(db, account_id(i), USER, 7_000_000 + i, "Claims-Demo")
+    stores = [PostgresStore(db) for _ in range(6)]
+    for attempt in range(3):
         cycle = str(uuid.uuid4())
         stores[0].open_sync_cycle(cycle, "scheduled", "incremental", None)
         got: list[list[str]] = [[] for _ in stores]
@@ -116,7 +118,7 @@ def test_concurrent_shards_never_share_an_account(db: str) -> None:
             t.join()
         assert errors == []
         claimed = [a for ids in got for a in ids]
-        assert sorted(claimed) == sorted(map(account_id, range(N))), attempt
+        assert sorted(claimed) == sorted(map(account_id, range(200))), attempt
         # release for the next round
         PostgresStore(db).fetch_all("update trading_accounts set sync_lease_holder = null,"
                                     " sync_lease_until = null")
