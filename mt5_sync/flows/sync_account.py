@@ -29,7 +29,23 @@ from mt5_sync.sync import timing
 from mt5_sync.sync.steps import failure_outcome, failure_payload, success_outcome
 from mt5_sync.tasks import runtime
 from mt5_sync.tasks.database import commit_account_sync, record_sync_failure
-from mt5_sync.tasks.terminal import fetch_account_snapshot
+from mt5_sync.tasks.terminal import fetch_account_snapshot, verify_account_login
+
+VERIFY = "verify"
+
+
+async def _verify(account_id: str, sync_id: str | None, account_label: str) -> State[Any]:
+    """sync_type 'verify' (issue 14): login + login/server check + account_info, no data.
+
+    Its 'processing' row was written with the account by the API (mt5_connect_account), so
+    a sync_id is required; the outcome goes to that row (mt5_finish_verify_sync)."""
+    if not sync_id:
+        raise ValueError("a verify sync needs the sync_id the API created")
+    outcome = await verify_account_login(account_id, sync_id, flow_run.get_id())
+    get_run_logger().info("verify of %s: %s", account_label, outcome["connection_status"])
+    if outcome["status"] != "success":
+        return Failed(message=outcome["error_message"], data=outcome)
+    return Completed(message=outcome["connection_status"], data=outcome)
 
 
 @flow(
@@ -52,6 +68,8 @@ async def sync_account(
     history_days: int | None = None,
 ) -> State[Any]:
     logger = get_run_logger()
+    if sync_type == VERIFY:
+        return await _verify(account_id, sync_id, account_label)
     settings = runtime.settings()
     context: dict[str, Any] = {
         "sync_id": sync_id or str(uuid.uuid4()),

@@ -45,6 +45,8 @@ class Store(Protocol):
 
     def record_syncs_deferred(self, entry: Mapping[str, Any]) -> int: ...
 
+    def finish_verify_sync(self, entry: Mapping[str, Any]) -> bool: ...
+
 
 def make_store(config: Settings | StoreConfig, *, pool_size: int = 0) -> Store:
     """The store the settings ask for; raises StoreConfigError (a ValueError) when they are

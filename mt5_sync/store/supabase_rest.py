@@ -345,5 +345,9 @@ class SupabaseRestStore:
         """Release the lease if ``holder`` still holds it (no-op otherwise)."""
         self._rpc("mt5_release_sync_lease", {"p_account_id": account_id, "p_holder": holder})
 
+    def finish_verify_sync(self, entry: Mapping[str, Any]) -> bool:
+        """Write a verify sync's outcome (see PostgresStore.finish_verify_sync)."""
+        return self._rpc("mt5_finish_verify_sync", {"p": _plain(dict(entry))}) is True
+
 
 __all__ = ["ACCOUNT_COLUMNS", "STAGING_TABLE", "SupabaseRestStore"]

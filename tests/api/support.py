@@ -117,6 +117,7 @@ def api_settings(db_url: str, *, jwks_url: str | None = None, **extra: Any) -> S
         "database_url": db_url, "api_key": API_KEY, "api_jwt_secret": HS_SECRET,
         "api_jwks_url": jwks_url, "api_jwt_issuer": ISSUER,
         "prefect_api_url": "http://127.0.0.1:9/api", "terminal_backend": "simulated",
+        "credentials_key": None, "credentials_key_block": None,
     }
     values.update(extra)
     return Settings(**values)
