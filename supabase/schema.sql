@@ -874,11 +874,11 @@ begin
     update public.sync_logs as l
        set status = v_status,
            completed_at = coalesce((p ->> 'completed_at')::timestamptz, now()),
-           duration_ms = (p ->> 'duration_ms')::integer,
            error_code = p ->> 'error_code',
            error_message = p ->> 'error_message',
            flow_run_id = coalesce((p ->> 'flow_run_id')::uuid, l.flow_run_id),
            details = coalesce(l.details, '{}'::jsonb) || coalesce(p -> 'details', '{}'::jsonb)
+                     || jsonb_build_object('duration_ms', (p ->> 'duration_ms')::integer)
      where l.sync_id = (p ->> 'sync_id')::uuid
        and l.sync_type = 'verify'
        and l.status = 'processing'

@@ -145,7 +145,10 @@ $$;
 --        "error_code", "error_message", "flow_run_id", "details": {...}}
 -- Only a row still 'processing' is written (a replay changes nothing). On success the
 -- account's broker name, currency and leverage are taken from account_info. Returns whether
--- the row was written.
+-- the row was written. The duration goes to details.duration_ms, and sync_logs.duration_ms
+-- stays null: the duration estimates (mt5_sync_duration_estimates, the manual-sync claim's
+-- median) read that column, and a login-only verify would make a new account's first full
+-- sync look seconds long to the cycle's deadline planner.
 create or replace function public.mt5_finish_verify_sync(p jsonb) returns boolean
 language plpgsql
 volatile
@@ -165,11 +168,11 @@ begin
     update public.sync_logs as l
        set status = v_status,
            completed_at = coalesce((p ->> 'completed_at')::timestamptz, now()),
-           duration_ms = (p ->> 'duration_ms')::integer,
            error_code = p ->> 'error_code',
            error_message = p ->> 'error_message',
            flow_run_id = coalesce((p ->> 'flow_run_id')::uuid, l.flow_run_id),
            details = coalesce(l.details, '{}'::jsonb) || coalesce(p -> 'details', '{}'::jsonb)
+                     || jsonb_build_object('duration_ms', (p ->> 'duration_ms')::integer)
      where l.sync_id = (p ->> 'sync_id')::uuid
        and l.sync_type = 'verify'
        and l.status = 'processing'

@@ -138,6 +138,8 @@ def test_status_tells_connected_from_auth_failed_otp_and_unreachable(
                                                            "currency": "USD", "leverage": 100}}})
         body = _status(client, keys, created["account_id"]).json()
         assert body["status"] == expected, (code, body)
+        # A login-only verify is no sample for the cycle's duration estimates.
+        assert accounts.store.sync_duration_estimates([created["account_id"]], 5) == []
         assert body["verify"]["error_code"] == code
         if code is None:
             assert (body["broker_name"], body["currency"], body["leverage"]) == (
