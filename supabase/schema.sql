@@ -1323,10 +1323,10 @@ CREATE FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) 
 $$;
 
 --
--- Name: mt5_replace_account_credentials(uuid, uuid, text, uuid); Type: FUNCTION; Schema: public; Owner: -
+-- Name: mt5_replace_account_credentials(uuid, uuid, text, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid) RETURNS TABLE(outcome text, account_label text)
+CREATE FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer) RETURNS TABLE(outcome text, account_label text, retry_after_seconds integer)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     SET "TimeZone" TO 'UTC'
@@ -1334,29 +1334,48 @@ CREATE FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user
 declare
     v_now timestamptz := now();
     v_label text;
+    v_last timestamptz;
 begin
     if p_account_id is null or p_user_id is null or p_sync_id is null
        or coalesce(p_password_encrypted, '') = '' then
         raise exception 'mt5_replace_account_credentials: account, user, password and sync id are required'
             using errcode = 'invalid_parameter_value';
     end if;
+    if p_window_seconds is null or p_window_seconds <= 0 then
+        raise exception 'mt5_replace_account_credentials: p_window_seconds must be positive, got %',
+            p_window_seconds using errcode = 'invalid_parameter_value';
+    end if;
+    select a.login_number::text || '@' || a.broker_server into v_label
+      from public.trading_accounts as a
+     where a.id = p_account_id and a.user_id = p_user_id and a.is_active
+       for update;
+    if not found then
+        return query select 'not_found'::text, null::text, null::integer;
+        return;
+    end if;
+    -- A new statement: sees a verify committed by a request that held the lock before us.
+    select max(l.created_at) into v_last
+      from public.sync_logs as l
+     where l.account_id = p_account_id and l.sync_type = 'verify'
+       and l.error_code is distinct from 'orchestrator_unavailable';
+    if v_last is not null and v_last > v_now - make_interval(secs => p_window_seconds) then
+        return query select 'rate_limited'::text, v_label,
+            least(p_window_seconds, greatest(1, ceil(extract(epoch from
+                (v_last + make_interval(secs => p_window_seconds)) - v_now))::integer));
+        return;
+    end if;
     update public.trading_accounts as a
        set investor_password_encrypted = p_password_encrypted,
            sync_failure_count = 0,
            last_connection_error = null,
            updated_at = v_now
-     where a.id = p_account_id and a.user_id = p_user_id and a.is_active
-    returning a.login_number::text || '@' || a.broker_server into v_label;
-    if not found then
-        return query select 'not_found'::text, null::text;
-        return;
-    end if;
+     where a.id = p_account_id;
     insert into public.sync_logs
         (sync_id, account_id, trigger, sync_type, status, started_at, created_at, details)
     values
         (p_sync_id, p_account_id, 'manual', 'verify', 'processing', v_now, v_now,
          jsonb_build_object('requested_by', p_user_id, 'reason', 'credentials'));
-    return query select 'replaced'::text, v_label;
+    return query select 'replaced'::text, v_label, null::integer;
 end
 $$;
 
@@ -2323,11 +2342,11 @@ REVOKE ALL ON FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder
 GRANT ALL ON FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) TO service_role;
 
 --
--- Name: FUNCTION mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid) TO service_role;
+REVOKE ALL ON FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer) TO service_role;
 
 --
 -- Name: FUNCTION mt5_sync_duration_estimates(p_account_ids uuid[], p_last integer); Type: ACL; Schema: public; Owner: -

@@ -275,7 +275,13 @@ async def connect_account(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=VerifyStarted,
     summary="Replace an account's investor password and verify it again",
-    responses=_AUTH_RESPONSES,
+    responses={**_AUTH_RESPONSES, 429: {
+        "model": RateLimited,
+        "description": "The account was verified less than a window ago (the manual-sync "
+        "window): every verify is a broker login, and failed ones get IPs blocked.",
+        "headers": {"Retry-After": {"description": "Seconds until the next request can be "
+                                    "accepted.", "schema": {"type": "integer"}}},
+    }},
 )
 async def replace_credentials(
     request: Request,
@@ -287,9 +293,18 @@ async def replace_credentials(
     store: PostgresStore = request.app.state.store
     sealed = _seal(request, body.investor_password.get_secret_value())
     sync_id = str(uuid.uuid4())
+    window_s = request.app.state.config.manual_sync_window_s
     row = await _in_db_thread(request, store.replace_account_credentials,
                               account_id=account_id, user_id=user.id,
-                              password_encrypted=sealed, sync_id=sync_id)
+                              password_encrypted=sealed, sync_id=sync_id, window_s=window_s)
+    if row.get("outcome") == "rate_limited":
+        retry_after = int(row["retry_after_seconds"])
+        return JSONResponse(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            content={"detail": f"this account was verified less than {window_s} s ago; every "
+                     "verify is a login at the broker", "retry_after_seconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
     if row.get("outcome") != "replaced":
         raise _not_found()
     account_key = str(uuid.UUID(account_id))

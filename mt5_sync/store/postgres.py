@@ -600,18 +600,22 @@ class PostgresStore:
             return dict(cur.fetchone() or {})
 
     def replace_account_credentials(
-        self, *, account_id: str, user_id: str, password_encrypted: str, sync_id: str
+        self, *, account_id: str, user_id: str, password_encrypted: str, sync_id: str,
+        window_s: int,
     ) -> dict[str, Any]:
         """New sealed password + a verify sync's 'processing' row, for the caller's active
-        account. ``{"outcome": "replaced" | "not_found", "account_label"}``."""
+        account, at most one verify per ``window_s`` (``mt5_replace_account_credentials``).
+        ``{"outcome": "replaced" | "rate_limited" | "not_found", "account_label",
+        "retry_after_seconds"}``; nothing is written unless replaced."""
         account_key, user_key = _uuid_or_none(account_id), _uuid_or_none(user_id)
         if account_key is None or user_key is None:
-            return {"outcome": "not_found", "account_label": None}
+            return {"outcome": "not_found", "account_label": None, "retry_after_seconds": None}
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "select outcome, account_label from public.mt5_replace_account_credentials("
-                "%s::uuid, %s::uuid, %s, %s::uuid)",
-                (account_key, user_key, password_encrypted, sync_id),
+                "select outcome, account_label, retry_after_seconds"
+                " from public.mt5_replace_account_credentials("
+                "%s::uuid, %s::uuid, %s, %s::uuid, %s)",
+                (account_key, user_key, password_encrypted, sync_id, int(window_s)),
             )
             return dict(cur.fetchone() or {})
 

@@ -80,13 +80,20 @@ end
 $$;
 
 -- Replace the password of the caller's active account and write a new verify sync's
--- 'processing' row. outcome: 'replaced' | 'not_found' (unknown, inactive or not theirs).
+-- 'processing' row. At most one verify per account per p_window_seconds (the manual-sync
+-- window): every verify is a login at the broker, and brokers throttle or block the source IP
+-- after repeated failed logins (DESIGN.md), so a user retyping passwords in a loop must not
+-- turn into a login loop. A verify that never started (orchestrator_unavailable) does not
+-- count. The account row is locked first, so concurrent requests decide one after the other.
+-- outcome: 'replaced' | 'rate_limited' (retry_after_seconds) | 'not_found' (unknown, inactive
+-- or not theirs). Nothing is written unless 'replaced'.
 create or replace function public.mt5_replace_account_credentials(
     p_account_id uuid,
     p_user_id uuid,
     p_password_encrypted text,
-    p_sync_id uuid
-) returns table (outcome text, account_label text)
+    p_sync_id uuid,
+    p_window_seconds integer
+) returns table (outcome text, account_label text, retry_after_seconds integer)
 language plpgsql
 volatile
 security invoker
@@ -96,29 +103,48 @@ as $$
 declare
     v_now timestamptz := now();
     v_label text;
+    v_last timestamptz;
 begin
     if p_account_id is null or p_user_id is null or p_sync_id is null
        or coalesce(p_password_encrypted, '') = '' then
         raise exception 'mt5_replace_account_credentials: account, user, password and sync id are required'
             using errcode = 'invalid_parameter_value';
     end if;
+    if p_window_seconds is null or p_window_seconds <= 0 then
+        raise exception 'mt5_replace_account_credentials: p_window_seconds must be positive, got %',
+            p_window_seconds using errcode = 'invalid_parameter_value';
+    end if;
+    select a.login_number::text || '@' || a.broker_server into v_label
+      from public.trading_accounts as a
+     where a.id = p_account_id and a.user_id = p_user_id and a.is_active
+       for update;
+    if not found then
+        return query select 'not_found'::text, null::text, null::integer;
+        return;
+    end if;
+    -- A new statement: sees a verify committed by a request that held the lock before us.
+    select max(l.created_at) into v_last
+      from public.sync_logs as l
+     where l.account_id = p_account_id and l.sync_type = 'verify'
+       and l.error_code is distinct from 'orchestrator_unavailable';
+    if v_last is not null and v_last > v_now - make_interval(secs => p_window_seconds) then
+        return query select 'rate_limited'::text, v_label,
+            least(p_window_seconds, greatest(1, ceil(extract(epoch from
+                (v_last + make_interval(secs => p_window_seconds)) - v_now))::integer));
+        return;
+    end if;
     update public.trading_accounts as a
        set investor_password_encrypted = p_password_encrypted,
            sync_failure_count = 0,
            last_connection_error = null,
            updated_at = v_now
-     where a.id = p_account_id and a.user_id = p_user_id and a.is_active
-    returning a.login_number::text || '@' || a.broker_server into v_label;
-    if not found then
-        return query select 'not_found'::text, null::text;
-        return;
-    end if;
+     where a.id = p_account_id;
     insert into public.sync_logs
         (sync_id, account_id, trigger, sync_type, status, started_at, created_at, details)
     values
         (p_sync_id, p_account_id, 'manual', 'verify', 'processing', v_now, v_now,
          jsonb_build_object('requested_by', p_user_id, 'reason', 'credentials'));
-    return query select 'replaced'::text, v_label;
+    return query select 'replaced'::text, v_label, null::integer;
 end
 $$;
 
@@ -203,7 +229,7 @@ declare
 begin
     foreach v_fn in array array[
         'public.mt5_connect_account(uuid, bigint, text, text, text, uuid)',
-        'public.mt5_replace_account_credentials(uuid, uuid, text, uuid)',
+        'public.mt5_replace_account_credentials(uuid, uuid, text, uuid, integer)',
         'public.mt5_deactivate_account(uuid, uuid)',
         'public.mt5_finish_verify_sync(jsonb)'
     ] loop

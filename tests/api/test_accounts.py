@@ -49,6 +49,13 @@ def _stored(accounts: Accounts, account_id: str) -> dict[str, Any]:
     return row
 
 
+def _age_verifies(accounts: Accounts, account_id: str) -> None:
+    """Move the account's verify rows a day back: the credentials window has passed."""
+    accounts.store.fetch_all(
+        "update sync_logs set created_at = created_at - interval '1 day'"
+        " where account_id = %s and sync_type = 'verify'", (account_id,))
+
+
 def test_connect_seals_the_password_and_starts_a_verify_sync(
     keys: Keys, accounts: Accounts, client: httpx.Client, stub: StubOrchestrator,
 ) -> None:
@@ -155,6 +162,7 @@ def test_new_credentials_replace_the_password_and_verify_again(
     accounts.store.finish_verify_sync({"sync_id": created["sync_id"], "status": "failed",
                                        "error_code": "auth_failed", "error_message": "no"})
     assert _status(client, keys, created["account_id"]).json()["status"] == "auth_failed"
+    _age_verifies(accounts, created["account_id"])
     url = f"/api/mt5/accounts/{created['account_id']}/credentials"
     response = client.put(url, json={"investor_password": "the-right-one"},
                           headers=auth_headers(keys.token(USER_A)))
@@ -176,6 +184,31 @@ def test_new_credentials_replace_the_password_and_verify_again(
     bad = client.put(url, json={"password": "x"}, headers=auth_headers(keys.token(USER_A)))
     assert bad.status_code == 422
     assert {tuple(i["loc"]) for i in bad.json()["detail"]} >= {("body", "investor_password")}
+
+
+def test_new_credentials_at_most_once_per_window(
+    keys: Keys, accounts: Accounts, client: httpx.Client, stub: StubOrchestrator,
+) -> None:
+    """Every verify is a broker login: a retyped password within the window is 429, and
+    nothing is written (the stored password stays, no verify row, no run)."""
+    created = _connect(client, keys).json()
+    url = f"/api/mt5/accounts/{created['account_id']}/credentials"
+    before = _stored(accounts, created["account_id"])["token"]
+    too_soon = client.put(url, json={"investor_password": "typed-again"},
+                          headers=auth_headers(keys.token(USER_A)))
+    assert too_soon.status_code == 429, too_soon.text
+    retry_after = int(too_soon.headers["Retry-After"])
+    assert 1 <= retry_after <= 60 and too_soon.json()["retry_after_seconds"] == retry_after
+    assert "typed-again" not in too_soon.text
+    assert _stored(accounts, created["account_id"])["token"] == before
+    assert len(stub.runs) == 1 and accounts.store.fetch_all(
+        "select count(*) as n from sync_logs where account_id = %s",
+        (created["account_id"],)) == [{"n": 1}]
+    _age_verifies(accounts, created["account_id"])
+    assert client.put(url, json={"investor_password": "typed-again"},
+                      headers=auth_headers(keys.token(USER_A))).status_code == 202
+    assert client.put(url, json={"investor_password": "and-again"},
+                      headers=auth_headers(keys.token(USER_A))).status_code == 429
 
 
 def test_delete_deactivates_keeps_history_and_leaves_the_cycle(

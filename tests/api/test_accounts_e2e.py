@@ -142,6 +142,14 @@ def _settled(world: World, app: ServedApp, keys: Keys, account_id: str,
                        f"{world.runner_log.read_text(errors='replace')[-3000:]}")
 
 
+def _age_verifies(world: World, account_id: str) -> None:
+    """Move the account's verify rows a day back: the credentials window (one verify per
+    account per minute) has passed, without the test waiting for it."""
+    world.store.fetch_all(
+        "update sync_logs set created_at = created_at - interval '1 day'"
+        " where account_id = %s and sync_type = 'verify'", (account_id,))
+
+
 def _cycle(world: World) -> dict[str, Any]:
     """One normal cycle over every active account: ``mt5-sync sync`` (the scheduled flow)."""
     done = subprocess.run([sys.executable, "-m", "mt5_sync.cli", "sync", "--json"],
@@ -217,6 +225,7 @@ def test_a_wrong_password_is_auth_failed_and_new_credentials_connect(
     failed = _settled(world, app, keys, created["account_id"])
     assert failed["status"] == "auth_failed", failed
     assert failed["verify"]["error_code"] == "auth_failed"
+    _age_verifies(world, created["account_id"])
     put = _call(world, keys, "PUT", f"{app.url}/api/mt5/accounts/{created['account_id']}"
                 "/credentials", json={"investor_password": spec.password})
     assert put.status_code == 202, put.text
@@ -258,6 +267,7 @@ def test_no_password_in_logs_parameters_results_events_or_responses(
     spec = world.sim[3]
     created = _connect(world, app, keys, spec, "wrong-" + spec.password)
     assert _settled(world, app, keys, created["account_id"])["status"] == "auth_failed"
+    _age_verifies(world, created["account_id"])
     put = _call(world, keys, "PUT", f"{app.url}/api/mt5/accounts/{created['account_id']}"
                 "/credentials", json={"investor_password": spec.password})
     assert _settled(world, app, keys, created["account_id"])["status"] == "connected"

@@ -25,7 +25,7 @@ def _verify(h: Any, index: int) -> tuple[Any, dict[str, Any], str]:
     account_id = h.account_ids[spec.login]
     sync_id = str(uuid.uuid4())
     claimed = h.store.replace_account_credentials(
-        account_id=account_id, user_id=USER_ID, sync_id=sync_id,
+        account_id=account_id, user_id=USER_ID, sync_id=sync_id, window_s=60,
         password_encrypted=encrypt_password(spec.password, h.key))
     assert claimed["outcome"] == "replaced"
 
