@@ -11,6 +11,10 @@ commit re-claims.
 A failing account returns a Failed state carrying its outcome instead of raising, so the
 parent cycle gets every account's result and one account never stops the others; the run
 still shows as Failed in the UI, named after the account.
+
+``sync_type='verify'`` (an account connected or re-keyed through the API) takes another path:
+one task that logs in, checks login/server and reads account_info, and writes no data
+(:mod:`mt5_sync.sync.connection`).
 """
 
 from __future__ import annotations

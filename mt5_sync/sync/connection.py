@@ -23,6 +23,7 @@ from mt5_sync.clock import utc_now
 from mt5_sync.contracts import Credentials, FetchRequest, FetchResult
 from mt5_sync.credentials import decrypt_password
 from mt5_sync.errors import InvalidRequest, SyncError, is_transient
+from mt5_sync.store.factory import Store
 from mt5_sync.sync.steps import describe_error
 
 ConnectionStatus = Literal[
@@ -70,7 +71,7 @@ async def run_verify(
     account_id: str,
     sync_id: str,
     flow_run_id: str | None,
-    store: Any,
+    store: Store,
     fetch: Callable[[FetchRequest], Awaitable[FetchResult]],
     key: Callable[[], Awaitable[str | None]],
     lease_ttl_s: int,
