@@ -83,9 +83,14 @@ def _cmd_sync_account(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate_key(args: argparse.Namespace) -> int:
-    from mt5_sync.credentials import generate_key
+    from mt5_sync.credentials import generate_key, key_id, parse_public_key, public_key_text
 
-    print(generate_key())
+    private = generate_key()
+    public = public_key_text(private)
+    print(f"# key id {key_id(parse_public_key(public))}: the private key goes on the terminal "
+          "hosts only; the public key on the API/app", file=sys.stderr)
+    print(f"MT5SYNC_CREDENTIALS_KEY={private}")
+    print(f"MT5SYNC_CREDENTIALS_PUBLIC_KEY={public}")
     return 0
 
 
@@ -96,6 +101,17 @@ def _cmd_encrypt_password(args: argparse.Namespace) -> int:
     password = sys.stdin.readline().rstrip("\n")
     print(encrypt_password(password, key))
     return 0
+
+
+def _cmd_credentials_rotate(args: argparse.Namespace) -> int:
+    settings, ring, public = preflight.for_credentials_rotate()
+    from mt5_sync.credentials import rotate_stored_passwords
+    from mt5_sync.store.postgres import PostgresStore
+
+    report = rotate_stored_passwords(PostgresStore(settings.require_database_url()), ring,
+                                     public, dry_run=args.dry_run)
+    print(json.dumps(report))
+    return 1 if report["failed"] else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -196,11 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-id", default=None)
     p.set_defaults(func=_cmd_sync_account)
 
-    p = sub.add_parser("generate-key", help="print a new credentials key")
+    p = sub.add_parser("generate-key", help="print a new credentials key pair (private, public)")
     p.set_defaults(func=_cmd_generate_key)
 
-    p = sub.add_parser("encrypt-password", help="encrypt an investor password read from stdin")
+    p = sub.add_parser("encrypt-password", help="seal an investor password read from stdin "
+                       "to MT5SYNC_CREDENTIALS_PUBLIC_KEY")
     p.set_defaults(func=_cmd_encrypt_password)
+
+    p = sub.add_parser("credentials", help="manage stored investor passwords")
+    creds = p.add_subparsers(dest="credentials_command", required=True)
+    p = creds.add_parser(
+        "rotate", help="re-seal every stored password to MT5SYNC_CREDENTIALS_PUBLIC_KEY, on a "
+        "host whose MT5SYNC_CREDENTIALS_KEY holds the old and the new private keys")
+    p.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    p.set_defaults(func=_cmd_credentials_rotate)
 
     p = sub.add_parser("demo", help="embedded stack + simulated broker + one full cycle")
     p.add_argument("--accounts", type=int, default=30)

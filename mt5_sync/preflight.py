@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import ValidationError
 
-from mt5_sync.credentials import is_valid_key
+from mt5_sync.credentials import is_valid_key, parse_public_key
 from mt5_sync.settings import Settings, StoreConfig, StoreConfigError, load_settings
 
 #: Exit code of a command whose settings are missing or wrong (argparse's, for usage errors).
@@ -69,7 +69,7 @@ def migration_database(s: Settings, explicit: str | None = None) -> str:
 
 
 def credentials_key(s: Settings, *, block_allowed: bool = True) -> None:
-    """The key that decrypts investor passwords: set, and a Fernet key.
+    """The key ring that decrypts investor passwords: set, and well-formed.
 
     ``block_allowed``: a Prefect Secret block named by MT5SYNC_CREDENTIALS_KEY_BLOCK is read by
     the flow itself, so it counts for the sync commands (its contents are checked there).
@@ -84,8 +84,8 @@ def credentials_key(s: Settings, *, block_allowed: bool = True) -> None:
         )
     if not is_valid_key(s.credentials_key.get_secret_value()):
         raise PreflightError(
-            "MT5SYNC_CREDENTIALS_KEY is not a Fernet key (32 bytes, url-safe base64; "
-            "`mt5-sync generate-key` makes one)"
+            "MT5SYNC_CREDENTIALS_KEY is not a key ring (x25519-private:... keys and/or "
+            "Fernet keys, comma-separated; `mt5-sync generate-key` makes one)"
         )
 
 
@@ -174,12 +174,35 @@ def for_migrate(explicit_url: str | None) -> str:
     return migration_database(settings(), explicit_url)
 
 
+def credentials_public_key(s: Settings) -> str:
+    """The public key new passwords are sealed to: set, and well-formed."""
+    if not s.credentials_public_key:
+        raise PreflightError(
+            "MT5SYNC_CREDENTIALS_PUBLIC_KEY is not set: the x25519-public:... key that "
+            "investor passwords are sealed to (`mt5-sync generate-key` prints it)"
+        )
+    try:
+        parse_public_key(s.credentials_public_key)
+    except ValueError:
+        raise PreflightError(
+            "MT5SYNC_CREDENTIALS_PUBLIC_KEY is not an x25519-public:... key"
+        ) from None
+    return s.credentials_public_key
+
+
 def for_encrypt_password() -> str:
-    """``encrypt-password``: the key itself (a Secret block is read by flows, not here)."""
+    """``encrypt-password``: only the public key (no private key is needed to encrypt)."""
+    return credentials_public_key(settings())
+
+
+def for_credentials_rotate() -> tuple[Settings, str, str]:
+    """``credentials rotate``: a database, every private key (the ring itself, not a block
+    read elsewhere) and the new public key. Returns (settings, ring, public key)."""
     s = settings()
+    database(s)
     credentials_key(s, block_allowed=False)
     assert s.credentials_key is not None
-    return s.credentials_key.get_secret_value()
+    return s, s.credentials_key.get_secret_value(), credentials_public_key(s)
 
 
 def for_demo(prefect_api_workers: int | None) -> None:

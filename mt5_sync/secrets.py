@@ -1,4 +1,7 @@
-"""Where the worker finds the key that decrypts investor passwords.
+"""Where the worker finds the key ring that decrypts investor passwords.
+
+The ring is the private keys (and any legacy Fernet keys) of :mod:`mt5_sync.credentials`,
+comma-separated; it belongs on the terminal hosts only (the API holds the public key).
 
 Order: ``MT5SYNC_CREDENTIALS_KEY`` in the worker's environment, else the Prefect Secret block
 named by ``MT5SYNC_CREDENTIALS_KEY_BLOCK`` (read from the Prefect API by the flow-run process
@@ -8,7 +11,7 @@ returned in a result: callers decrypt with it on the worker and drop it.
 Create the block once, from any machine logged in to the Prefect API (Python)::
 
     from prefect.blocks.system import Secret
-    Secret(value="<key>").save("mt5sync-credentials-key")
+    Secret(value="<x25519-private:...>[,<older key>...]").save("mt5sync-credentials-key")
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ _block_values: dict[str, str] = {}
 
 
 async def aresolve_credentials_key(settings: Settings) -> str | None:
-    """The Fernet key, from the environment or the configured Secret block (cached)."""
+    """The key ring, from the environment or the configured Secret block (cached)."""
     if settings.credentials_key is not None:
         return settings.credentials_key.get_secret_value()
     name = settings.credentials_key_block

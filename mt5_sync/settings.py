@@ -80,7 +80,14 @@ class Settings(BaseSettings):
     # --- credentials at rest
     credentials_key: SecretStr | None = Field(
         default=None,
-        description="Fernet key that decrypts trading_accounts.investor_password_encrypted.",
+        description="Terminal hosts only: the key ring that decrypts "
+        "trading_accounts.investor_password_encrypted -- x25519-private:... keys and/or "
+        "legacy Fernet keys, comma-separated (mt5_sync/credentials.py).",
+    )
+    credentials_public_key: str | None = Field(
+        default=None,
+        description="x25519-public:... key that new investor passwords are sealed to (the "
+        "API, encrypt-password, credentials rotate). Not a secret.",
     )
 
     # --- terminals
@@ -250,7 +257,7 @@ class Settings(BaseSettings):
     )
     credentials_key_block: str | None = Field(
         default=None,
-        description="Name of a Prefect Secret block holding the Fernet key; used when "
+        description="Name of a Prefect Secret block holding the key ring; used when "
         "MT5SYNC_CREDENTIALS_KEY is not set (see mt5_sync/secrets.py).",
     )
 

@@ -29,7 +29,7 @@ import jwt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mt5_sync.credentials import generate_key  # noqa: E402
+from mt5_sync.credentials import generate_key, public_key_text  # noqa: E402
 from mt5_sync.demo import DEMO_USER, build_demo_world, register_accounts  # noqa: E402
 from mt5_sync.localstack import free_port, prefect_client_env, short_root, start_local_stack  # noqa: E402
 from mt5_sync.shutdown import exit_code_for, stop_on_signals  # noqa: E402
@@ -104,14 +104,17 @@ def _serve(args: argparse.Namespace) -> int:
             "MT5SYNC_API_KEY": api_key, "SUPABASE_JWT_SECRET": jwt_secret,
             "MT5SYNC_API_JWT_ISSUER": ISSUER, "MT5SYNC_API_PORT": str(args.port or free_port()),
         })
+        # The API holds only the public key (it refuses a private one): docs/accounts.md.
+        api_env = {k: v for k, v in env.items() if k != "MT5SYNC_CREDENTIALS_KEY"}
+        api_env["MT5SYNC_CREDENTIALS_PUBLIC_KEY"] = public_key_text(key)
         logs = root / "logs"
         logs.mkdir()
-        for name, cmd in {
-            "runner": [sys.executable, str(ROOT / "scripts" / "serve_manual_sync.py")],
-            "api": [sys.executable, "-m", "mt5_sync.api", "--log-level", "warning"],
-        }.items():
+        for name, cmd, proc_env in (
+            ("runner", [sys.executable, str(ROOT / "scripts" / "serve_manual_sync.py")], env),
+            ("api", [sys.executable, "-m", "mt5_sync.api", "--log-level", "warning"], api_env),
+        ):
             with (logs / f"{name}.log").open("wb") as out:
-                procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                procs.append(subprocess.Popen(cmd, cwd=ROOT, env=proc_env, stdout=out,
                                               stderr=subprocess.STDOUT))
         api = f"http://127.0.0.1:{env['MT5SYNC_API_PORT']}"
         _wait(f"{stack.prefect.api_url}/deployments/name/sync-account/manual-sync", procs[0],

@@ -1008,6 +1008,58 @@ end
 $$;
 
 --
+-- Name: mt5_connect_account(uuid, bigint, text, text, text, uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_connect_account(p_user_id uuid, p_login_number bigint, p_broker_server text, p_password_encrypted text, p_server_time_rule text, p_sync_id uuid) RETURNS TABLE(outcome text, account_id uuid, account_label text)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    v_now timestamptz := now();
+    v_id uuid;
+    v_created boolean;
+begin
+    if p_user_id is null or p_sync_id is null or p_login_number is null
+       or coalesce(p_broker_server, '') = '' or coalesce(p_password_encrypted, '') = '' then
+        raise exception 'mt5_connect_account: user, login, server, password and sync id are required'
+            using errcode = 'invalid_parameter_value';
+    end if;
+
+    insert into public.trading_accounts as a
+        (user_id, login_number, broker_server, investor_password_encrypted, server_time_rule,
+         is_active)
+    values (p_user_id, p_login_number, p_broker_server, p_password_encrypted,
+            coalesce(p_server_time_rule, 'ny+7'), true)
+    on conflict (broker_server, login_number, user_id) do update
+       set investor_password_encrypted = excluded.investor_password_encrypted,
+           server_time_rule = excluded.server_time_rule,
+           is_active = true,
+           sync_failure_count = 0,
+           last_connection_error = null,
+           updated_at = v_now
+     where not a.is_active
+    returning a.id, (a.xmax = 0) into v_id, v_created;
+
+    if v_id is null then
+        return query select 'duplicate'::text, null::uuid, null::text;
+        return;
+    end if;
+
+    insert into public.sync_logs
+        (sync_id, account_id, trigger, sync_type, status, started_at, created_at, details)
+    values
+        (p_sync_id, v_id, 'manual', 'verify', 'processing', v_now, v_now,
+         jsonb_build_object('requested_by', p_user_id, 'reason',
+                            case when v_created then 'connect' else 'reconnect' end));
+
+    return query select case when v_created then 'created' else 'reactivated' end,
+                        v_id, p_login_number::text || '@' || p_broker_server;
+end
+$$;
+
+--
 -- Name: mt5_credentials_changed(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1054,6 +1106,23 @@ CREATE FUNCTION public.mt5_cycle_report(p_execution_id uuid) RETURNS jsonb
 $$;
 
 --
+-- Name: mt5_deactivate_account(uuid, uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_deactivate_account(p_account_id uuid, p_user_id uuid) RETURNS boolean
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    with changed as (
+        update public.trading_accounts as a
+           set is_active = false, updated_at = now()
+         where a.id = p_account_id and a.user_id = p_user_id and a.is_active
+        returning 1
+    )
+    select exists (select 1 from changed);
+$$;
+
+--
 -- Name: mt5_failure_kind(text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1068,6 +1137,56 @@ CREATE FUNCTION public.mt5_failure_kind(p_error_code text) RETURNS text
             then 'transient'
         else 'other'
     end;
+$$;
+
+--
+-- Name: mt5_finish_verify_sync(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_finish_verify_sync(p jsonb) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    v_status text := p ->> 'status';
+    v_account_id uuid;
+    v_info jsonb := coalesce(p -> 'details' -> 'account_info', '{}'::jsonb);
+begin
+    if v_status is null or v_status not in ('success', 'failed') then
+        raise exception 'mt5_finish_verify_sync: status must be success or failed, got %', v_status
+            using errcode = 'invalid_parameter_value';
+    end if;
+    update public.sync_logs as l
+       set status = v_status,
+           completed_at = coalesce((p ->> 'completed_at')::timestamptz, now()),
+           error_code = p ->> 'error_code',
+           error_message = p ->> 'error_message',
+           flow_run_id = coalesce((p ->> 'flow_run_id')::uuid, l.flow_run_id),
+           details = coalesce(l.details, '{}'::jsonb) || coalesce(p -> 'details', '{}'::jsonb)
+                     || jsonb_build_object('duration_ms', (p ->> 'duration_ms')::integer)
+     where l.sync_id = (p ->> 'sync_id')::uuid
+       and l.sync_type = 'verify'
+       and l.status = 'processing'
+    returning l.account_id into v_account_id;
+    if not found then
+        return false;
+    end if;
+    if v_status = 'success' then
+        update public.trading_accounts as a
+           set broker_name = coalesce(v_info ->> 'company', a.broker_name),
+               currency = coalesce(v_info ->> 'currency', a.currency),
+               leverage = coalesce((v_info ->> 'leverage')::integer, a.leverage),
+               last_connection_error = null,
+               updated_at = now()
+         where a.id = v_account_id;
+    else
+        update public.trading_accounts as a
+           set last_connection_error = p ->> 'error_message', updated_at = now()
+         where a.id = v_account_id;
+    end if;
+    return true;
+end
 $$;
 
 --
@@ -1621,6 +1740,63 @@ CREATE FUNCTION public.mt5_renew_sync_leases(p_holders uuid[], p_ttl_seconds int
 $$;
 
 --
+-- Name: mt5_replace_account_credentials(uuid, uuid, text, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer) RETURNS TABLE(outcome text, account_label text, retry_after_seconds integer)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+declare
+    v_now timestamptz := now();
+    v_label text;
+    v_last timestamptz;
+begin
+    if p_account_id is null or p_user_id is null or p_sync_id is null
+       or coalesce(p_password_encrypted, '') = '' then
+        raise exception 'mt5_replace_account_credentials: account, user, password and sync id are required'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if p_window_seconds is null or p_window_seconds <= 0 then
+        raise exception 'mt5_replace_account_credentials: p_window_seconds must be positive, got %',
+            p_window_seconds using errcode = 'invalid_parameter_value';
+    end if;
+    select a.login_number::text || '@' || a.broker_server into v_label
+      from public.trading_accounts as a
+     where a.id = p_account_id and a.user_id = p_user_id and a.is_active
+       for update;
+    if not found then
+        return query select 'not_found'::text, null::text, null::integer;
+        return;
+    end if;
+    -- A new statement: sees a verify committed by a request that held the lock before us.
+    select max(l.created_at) into v_last
+      from public.sync_logs as l
+     where l.account_id = p_account_id and l.sync_type = 'verify'
+       and l.error_code is distinct from 'orchestrator_unavailable';
+    if v_last is not null and v_last > v_now - make_interval(secs => p_window_seconds) then
+        return query select 'rate_limited'::text, v_label,
+            least(p_window_seconds, greatest(1, ceil(extract(epoch from
+                (v_last + make_interval(secs => p_window_seconds)) - v_now))::integer));
+        return;
+    end if;
+    update public.trading_accounts as a
+       set investor_password_encrypted = p_password_encrypted,
+           sync_failure_count = 0,
+           last_connection_error = null,
+           updated_at = v_now
+     where a.id = p_account_id;
+    insert into public.sync_logs
+        (sync_id, account_id, trigger, sync_type, status, started_at, created_at, details)
+    values
+        (p_sync_id, p_account_id, 'manual', 'verify', 'processing', v_now, v_now,
+         jsonb_build_object('requested_by', p_user_id, 'reason', 'credentials'));
+    return query select 'replaced'::text, v_label, null::integer;
+end
+$$;
+
+--
 -- Name: mt5_sync_duration_estimates(uuid[], integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1986,7 +2162,7 @@ CREATE TABLE public.sync_logs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     lease_holder uuid,
     CONSTRAINT sync_logs_status_check CHECK ((status = ANY (ARRAY['processing'::text, 'success'::text, 'partial'::text, 'failed'::text, 'deferred'::text, 'skipped'::text]))),
-    CONSTRAINT sync_logs_sync_type_check CHECK ((sync_type = ANY (ARRAY['full'::text, 'incremental'::text]))),
+    CONSTRAINT sync_logs_sync_type_check CHECK ((sync_type = ANY (ARRAY['full'::text, 'incremental'::text, 'verify'::text]))),
     CONSTRAINT sync_logs_trigger_check CHECK ((trigger = ANY (ARRAY['scheduled'::text, 'manual'::text, 'backfill'::text])))
 );
 
@@ -2430,6 +2606,12 @@ CREATE INDEX sync_logs_execution_idx ON public.sync_logs USING btree (execution_
 --
 
 CREATE INDEX sync_logs_started_idx ON public.sync_logs USING btree (started_at);
+
+--
+-- Name: sync_logs_verify_account_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX sync_logs_verify_account_idx ON public.sync_logs USING btree (account_id, created_at DESC) WHERE (sync_type = 'verify'::text);
 
 --
 -- Name: sync_quarantine_account_idx; Type: INDEX; Schema: public; Owner: -
@@ -3004,6 +3186,13 @@ REVOKE ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) FROM PUBLI
 GRANT ALL ON FUNCTION public.mt5_commit_staged_account_sync(p jsonb) TO service_role;
 
 --
+-- Name: FUNCTION mt5_connect_account(p_user_id uuid, p_login_number bigint, p_broker_server text, p_password_encrypted text, p_server_time_rule text, p_sync_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_connect_account(p_user_id uuid, p_login_number bigint, p_broker_server text, p_password_encrypted text, p_server_time_rule text, p_sync_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_connect_account(p_user_id uuid, p_login_number bigint, p_broker_server text, p_password_encrypted text, p_server_time_rule text, p_sync_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION mt5_credentials_changed(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -3018,12 +3207,26 @@ REVOKE ALL ON FUNCTION public.mt5_cycle_report(p_execution_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_cycle_report(p_execution_id uuid) TO service_role;
 
 --
+-- Name: FUNCTION mt5_deactivate_account(p_account_id uuid, p_user_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_deactivate_account(p_account_id uuid, p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_deactivate_account(p_account_id uuid, p_user_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION mt5_failure_kind(p_error_code text); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.mt5_failure_kind(p_error_code text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_failure_kind(p_error_code text) TO authenticated;
 GRANT ALL ON FUNCTION public.mt5_failure_kind(p_error_code text) TO service_role;
+
+--
+-- Name: FUNCTION mt5_finish_verify_sync(p jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_finish_verify_sync(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_finish_verify_sync(p jsonb) TO service_role;
 
 --
 -- Name: FUNCTION mt5_mark_sync_started(p jsonb); Type: ACL; Schema: public; Owner: -
@@ -3136,6 +3339,13 @@ GRANT ALL ON FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder 
 
 REVOKE ALL ON FUNCTION public.mt5_renew_sync_leases(p_holders uuid[], p_ttl_seconds integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.mt5_renew_sync_leases(p_holders uuid[], p_ttl_seconds integer) TO service_role;
+
+--
+-- Name: FUNCTION mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_replace_account_credentials(p_account_id uuid, p_user_id uuid, p_password_encrypted text, p_sync_id uuid, p_window_seconds integer) TO service_role;
 
 --
 -- Name: FUNCTION mt5_sync_duration_estimates(p_account_ids uuid[], p_last integer); Type: ACL; Schema: public; Owner: -

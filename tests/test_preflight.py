@@ -58,7 +58,11 @@ CASES = [
                  "MT5SYNC_TERMINAL_PATHS", id="sync-metatrader5-without-terminals"),
     pytest.param(["migrate"], {}, "DATABASE_URL", id="migrate-no-database"),
     pytest.param(["encrypt-password"], {"MT5SYNC_CREDENTIALS_KEY_BLOCK": "k"},
-                 "MT5SYNC_CREDENTIALS_KEY", id="encrypt-password-no-key"),
+                 "MT5SYNC_CREDENTIALS_PUBLIC_KEY", id="encrypt-password-no-key"),
+    pytest.param(["encrypt-password"], {"MT5SYNC_CREDENTIALS_PUBLIC_KEY": "not-a-key"},
+                 "MT5SYNC_CREDENTIALS_PUBLIC_KEY", id="encrypt-password-malformed-key"),
+    pytest.param(["credentials", "rotate"], {"DATABASE_URL": DB},
+                 "MT5SYNC_CREDENTIALS_KEY", id="credentials-rotate-no-key"),
     pytest.param(["prefect-db-prepare"], {}, "PREFECT_API_DATABASE_CONNECTION_URL",
                  id="prefect-db-prepare-no-database"),
 ]

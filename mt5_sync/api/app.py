@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from mt5_sync.api.auth import Authenticator
 from mt5_sync.api.orchestrator import Orchestrator, build_orchestrator
 from mt5_sync.api.routes import router
+from mt5_sync.credentials import parse_public_key
 from mt5_sync.errors import StoreUnavailable
 from mt5_sync.settings import Settings
 from mt5_sync.store.postgres import PooledPostgresStore
@@ -31,7 +32,9 @@ from mt5_sync.store.postgres import PooledPostgresStore
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """Starts a manual sync of one MetaTrader 5 account as a run of the Prefect
-deployment `sync-account/manual-sync`, and reports its outcome from `sync_logs`.
+deployment `sync-account/manual-sync`, and reports its outcome from `sync_logs`. Connects new
+accounts (the investor password is sealed to the terminal hosts' public key), verifies their
+login with a `verify` sync of the same deployment, replaces credentials, deactivates accounts.
 
 Every call needs `X-API-Key` and `Authorization: Bearer <Supabase access token>`.
 At most one manual sync per account per minute (429 + Retry-After)."""
@@ -42,7 +45,23 @@ def _secret(value: object) -> str | None:
 
 
 def create_app(settings: Settings, *, prefect_api: Orchestrator | None = None) -> FastAPI:
-    """Build the app; raises ``ValueError`` naming what is missing from the configuration."""
+    """Build the app; raises ``ValueError`` naming what is missing from the configuration.
+
+    Refuses a private credentials key (``MT5SYNC_CREDENTIALS_KEY``/``_BLOCK``): the API seals
+    investor passwords with the public key only, and must hold nothing that opens them
+    (issue 14: "decrypt only on the terminal host"). Without
+    ``MT5SYNC_CREDENTIALS_PUBLIC_KEY`` the service starts, and the endpoints that take a
+    password answer 503.
+    """
+    if settings.credentials_key is not None or settings.credentials_key_block:
+        raise ValueError(
+            "MT5SYNC_CREDENTIALS_KEY/MT5SYNC_CREDENTIALS_KEY_BLOCK is set: the API must hold "
+            "only MT5SYNC_CREDENTIALS_PUBLIC_KEY (private keys belong on the terminal hosts)"
+        )
+    if settings.credentials_public_key:
+        parse_public_key(settings.credentials_public_key)  # ValueError names the problem
+    else:
+        log.warning("MT5SYNC_CREDENTIALS_PUBLIC_KEY is not set: accounts cannot be connected")
     # Supabase's issuer and JWKS live under the project URL; explicit settings win.
     auth_base = f"{settings.supabase_url.rstrip('/')}/auth/v1" if settings.supabase_url else None
     authenticator = Authenticator(

@@ -11,6 +11,10 @@ commit re-claims.
 A failing account returns a Failed state carrying its outcome instead of raising, so the
 parent cycle gets every account's result and one account never stops the others; the run
 still shows as Failed in the UI, named after the account.
+
+``sync_type='verify'`` (an account connected or re-keyed through the API) takes another path:
+one task that logs in, checks login/server and reads account_info, and writes no data
+(:mod:`mt5_sync.sync.connection`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,23 @@ from mt5_sync.sync import timing
 from mt5_sync.sync.steps import failure_outcome, failure_payload, success_outcome
 from mt5_sync.tasks import runtime
 from mt5_sync.tasks.database import commit_account_sync, record_sync_failure
-from mt5_sync.tasks.terminal import fetch_account_snapshot
+from mt5_sync.tasks.terminal import fetch_account_snapshot, verify_account_login
+
+VERIFY = "verify"
+
+
+async def _verify(account_id: str, sync_id: str | None, account_label: str) -> State[Any]:
+    """sync_type 'verify' (issue 14): login + login/server check + account_info, no data.
+
+    Its 'processing' row was written with the account by the API (mt5_connect_account), so
+    a sync_id is required; the outcome goes to that row (mt5_finish_verify_sync)."""
+    if not sync_id:
+        raise ValueError("a verify sync needs the sync_id the API created")
+    outcome = await verify_account_login(account_id, sync_id, flow_run.get_id())
+    get_run_logger().info("verify of %s: %s", account_label, outcome["connection_status"])
+    if outcome["status"] != "success":
+        return Failed(message=outcome["error_message"], data=outcome)
+    return Completed(message=outcome["connection_status"], data=outcome)
 
 
 @flow(
@@ -53,6 +73,8 @@ async def sync_account(
     lease_holder: str | None = None,
 ) -> State[Any]:
     logger = get_run_logger()
+    if sync_type == VERIFY:
+        return await _verify(account_id, sync_id, account_label)
     settings = runtime.settings()
     context: dict[str, Any] = {
         "sync_id": sync_id or str(uuid.uuid4()),

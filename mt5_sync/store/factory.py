@@ -84,6 +84,8 @@ class Store(Protocol):
 
     def take_health_events(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
+    def finish_verify_sync(self, entry: Mapping[str, Any]) -> bool: ...
+
 
 def make_store(config: Settings | StoreConfig, *, pool_size: int = 0) -> Store:
     """The store the settings ask for; raises StoreConfigError (a ValueError) when they are

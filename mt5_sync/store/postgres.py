@@ -724,6 +724,111 @@ class PostgresStore:
             row[key] = _utc(row[key])
         return row
 
+    # ------------------------------------------------------------ account lifecycle (API)
+
+    def connect_account(
+        self,
+        *,
+        user_id: str,
+        login_number: int,
+        broker_server: str,
+        password_encrypted: str,
+        server_time_rule: str,
+        sync_id: str,
+    ) -> dict[str, Any]:
+        """Create (or re-activate) the caller's account and its verify sync's 'processing'
+        row, atomically (``mt5_connect_account``). ``password_encrypted`` is already sealed.
+
+        Returns ``{"outcome": "created" | "reactivated" | "duplicate", "account_id",
+        "account_label"}``.
+        """
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "select outcome, account_id::text as account_id, account_label"
+                " from public.mt5_connect_account(%s::uuid, %s, %s, %s, %s, %s::uuid)",
+                (user_id, int(login_number), broker_server, password_encrypted,
+                 server_time_rule, sync_id),
+            )
+            return dict(cur.fetchone() or {})
+
+    def replace_account_credentials(
+        self, *, account_id: str, user_id: str, password_encrypted: str, sync_id: str,
+        window_s: int,
+    ) -> dict[str, Any]:
+        """New sealed password + a verify sync's 'processing' row, for the caller's active
+        account, at most one verify per ``window_s`` (``mt5_replace_account_credentials``).
+        ``{"outcome": "replaced" | "rate_limited" | "not_found", "account_label",
+        "retry_after_seconds"}``; nothing is written unless replaced."""
+        account_key, user_key = _uuid_or_none(account_id), _uuid_or_none(user_id)
+        if account_key is None or user_key is None:
+            return {"outcome": "not_found", "account_label": None, "retry_after_seconds": None}
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "select outcome, account_label, retry_after_seconds"
+                " from public.mt5_replace_account_credentials("
+                "%s::uuid, %s::uuid, %s, %s::uuid, %s)",
+                (account_key, user_key, password_encrypted, sync_id, int(window_s)),
+            )
+            return dict(cur.fetchone() or {})
+
+    def deactivate_account(self, *, account_id: str, user_id: str) -> bool:
+        """Take the caller's account out of every cycle; its data stays. False: not found."""
+        account_key, user_key = _uuid_or_none(account_id), _uuid_or_none(user_id)
+        if account_key is None or user_key is None:
+            return False
+        return bool(self._call(
+            "mt5_deactivate_account",
+            "select public.mt5_deactivate_account(%s::uuid, %s::uuid)",
+            (account_key, user_key),
+        ))
+
+    def finish_verify_sync(self, entry: Mapping[str, Any]) -> bool:
+        """Write a verify sync's outcome (``mt5_finish_verify_sync``); False if the row was
+        not 'processing' any more (a replay)."""
+        return bool(self._call(
+            "mt5_finish_verify_sync", "select public.mt5_finish_verify_sync(%s)",
+            (_jsonb(dict(entry)),),
+        ))
+
+    def get_account_status(self, *, account_id: str, user_id: str) -> dict[str, Any] | None:
+        """The caller's active account with its latest verify sync (None: not found).
+
+        Keys: account_id, login, server, broker_name, currency, leverage, is_active,
+        created_at, last_sync_at, last_successful_sync_at, and ``verify`` (the latest verify
+        sync_logs row's sync_id, status, error_code, error_message, completed_at; or None).
+        Never the password, sealed or not.
+        """
+        account_key, user_key = _uuid_or_none(account_id), _uuid_or_none(user_id)
+        if account_key is None or user_key is None:
+            return None
+        rows = self.fetch_all(
+            """
+            select a.id::text as account_id, a.login_number as login,
+                   a.broker_server as server, a.broker_name, a.currency, a.leverage,
+                   a.is_active, a.created_at, a.last_sync_at, a.last_successful_sync_at,
+                   v.sync_id::text as verify_sync_id, v.status as verify_status,
+                   v.error_code as verify_error_code,
+                   v.error_message as verify_error_message,
+                   v.completed_at as verify_completed_at
+              from public.trading_accounts a
+              left join lateral (
+                    select l.sync_id, l.status, l.error_code, l.error_message, l.completed_at
+                      from public.sync_logs l
+                     where l.account_id = a.id and l.sync_type = 'verify'
+                     order by l.created_at desc, l.id desc
+                     limit 1) v on true
+             where a.id = %s::uuid and a.user_id = %s::uuid and a.is_active
+            """,
+            (account_key, user_key),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        for key in ("created_at", "last_sync_at", "last_successful_sync_at",
+                    "verify_completed_at"):
+            row[key] = _utc(row[key])
+        return row
+
     def recent_sync_durations(self, account_id: str, *, limit: int = 10) -> list[int]:
         """Durations (ms) of the account's last ``limit`` successful syncs, newest first.
 

@@ -453,5 +453,9 @@ class SupabaseRestStore:
         rows = self._rpc("mt5_sync_lease_of", {"p_account_id": account_id})
         return dict(rows[0]) if rows else None
 
+    def finish_verify_sync(self, entry: Mapping[str, Any]) -> bool:
+        """Write a verify sync's outcome (see PostgresStore.finish_verify_sync)."""
+        return self._rpc("mt5_finish_verify_sync", {"p": _plain(dict(entry))}) is True
+
 
 __all__ = ["ACCOUNT_COLUMNS", "STAGING_TABLE", "SupabaseRestStore"]

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
@@ -21,6 +22,7 @@ from mt5_sync.credentials import decrypt_password
 from mt5_sync.errors import InvalidRequest, TerminalUnavailable
 from mt5_sync.secrets import aresolve_credentials_key
 from mt5_sync.sync import timing
+from mt5_sync.sync.connection import run_verify
 from mt5_sync.sync.window import plan_fetch_window
 from mt5_sync.tasks import runtime
 from mt5_sync.tasks.database import claim_account
@@ -140,3 +142,25 @@ async def warm_up_terminals() -> None:
         await asyncio.to_thread(runtime.terminals().warm_up)
     except Exception as exc:  # reported again, per account, by the fetch that needs the slot
         logging.getLogger(__name__).warning("terminal warm-up failed: %s", exc)
+
+
+@task(name="verify-account-login", cache_policy=NO_CACHE, persist_result=False)
+async def verify_account_login(account_id: str, sync_id: str,
+                               flow_run_id: str | None = None) -> dict[str, Any]:
+    """A verify sync (:func:`mt5_sync.sync.connection.run_verify`): login, login/server
+    check, account_info; no history. Retries transient faults itself, inside one task run (a
+    task-level retry would re-run the lease wait too); never raises for a failed login."""
+    settings = runtime.settings()
+    pool = runtime.terminals()
+
+    async def fetch(request: FetchRequest) -> Any:
+        return await runtime.in_terminal_thread(pool.fetch, request)
+
+    return await run_verify(
+        account_id=account_id, sync_id=sync_id, flow_run_id=flow_run_id,
+        store=runtime.store(), fetch=fetch,
+        key=lambda: aresolve_credentials_key(settings),
+        lease_ttl_s=settings.lease_ttl_s, lease_wait_s=settings.lease_wait_s,
+        attempts=settings.fetch_retries + 1, backoff_s=settings.retry_backoff_s,
+        in_db=runtime.in_db_thread, keeper=runtime.lease_keeper(),
+    )

@@ -21,12 +21,16 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from mt5_sync.api import create_app
 from mt5_sync.api.orchestrator import ManualSyncRun, OrchestratorUnavailable
+from mt5_sync.credentials import generate_key, public_key_text
 from mt5_sync.localstack import free_port
 from mt5_sync.settings import Settings
 
 ISSUER = "http://127.0.0.1:54321/auth/v1"
 API_KEY = "test-api-key-0123456789abcdef"
 HS_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+#: The terminal hosts' key pair: the API gets only the public half.
+HOST_PRIVATE_KEY = generate_key()
+HOST_PUBLIC_KEY = public_key_text(HOST_PRIVATE_KEY)
 
 
 @dataclass
@@ -117,6 +121,8 @@ def api_settings(db_url: str, *, jwks_url: str | None = None, **extra: Any) -> S
         "database_url": db_url, "api_key": API_KEY, "api_jwt_secret": HS_SECRET,
         "api_jwks_url": jwks_url, "api_jwt_issuer": ISSUER,
         "prefect_api_url": "http://127.0.0.1:9/api", "terminal_backend": "simulated",
+        "credentials_key": None, "credentials_key_block": None,
+        "credentials_public_key": HOST_PUBLIC_KEY,
     }
     values.update(extra)
     return Settings(**values)
