@@ -136,7 +136,7 @@ class AccountSpec(BaseModel):
     login_delay_s: float = Field(0.0, ge=0)
     latency: Latency | None = None
     faults: list[Fault] = Field(default_factory=list)
-    quirks: Quirks = Field(default_factory=lambda: Quirks())
+    quirks: Quirks = Field(default_factory=lambda: Quirks.model_validate({}))
 
     @field_validator("time_rule")
     @classmethod
