@@ -534,6 +534,20 @@ begin
             excluded.swap, excluded.commission, excluded.fee, excluded.net_profit,
             excluded.magic, excluded.comment, excluded.deal_count);
 
+    -- A position whose every stored trade deal the broker cancelled (BUY/SELL -> *_CANCELED,
+    -- DESIGN.md) is no longer a trade: its row goes (its deals stay in the ledger).
+    v_stage := 'cancelled trades';
+    delete from public.trades t
+     where t.account_id = v_account_id
+       and t.ticket in (select x.position_id
+                          from unnest(mt5_col_bigint(v_deals, 'position_id', v_n_deals),
+                                      mt5_col_int(v_deals, 'type', v_n_deals))
+                               as x(position_id, type)
+                         where x.type in (13, 14))
+       and not exists (select 1 from public.deals d
+                        where d.account_id = v_account_id and d.position_id = t.ticket
+                          and d.type in (0, 1));
+
     -- ------------------------------------------------ (e) snapshot
     if v_snapshot is not null then
         v_stage := 'snapshot';
