@@ -19,6 +19,7 @@ Rates are deal rows per second (the goal: >= 40,000) and all rows per second.
     python scripts/bench_commit.py                       # 200,000 deals / 100 accounts
     python scripts/bench_commit.py --deals 50000 --accounts 25
     python scripts/bench_commit.py --concurrency 0      # skip the concurrent run
+    python scripts/bench_commit.py --ledger             # + the ledger check's cost per commit
 
 The store sends the row lists column by column (mt5_sync/store/chunks.columnar); the size
 line reports that wire size and the row-form JSON size beside it.
@@ -139,6 +140,18 @@ def build_payload(account_id: str, login: int, n_deals: int, seed: int) -> dict[
         "history_cursor": completed.isoformat(),
         "lease_holder": None,
     }
+
+
+def with_ledger(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with the ledger reconciliation asked for (the window holds the whole
+    history: offset 0) and a balance its deals reproduce."""
+    money = sum(d["profit"] + d["swap"] + d["commission"] + d["fee"]
+                for d in payload["deals"] if d["type"] != 3)
+    balance = round(money, 2)
+    account = {**payload["account"], "balance": balance, "equity": balance,
+               "free_margin": balance}
+    return {**payload, "sync_id": str(uuid.uuid4()), "account": account,
+            "ledger": {"expected_offset": 0.0}}
 
 
 BEFORE_MIGRATION = "20261122000800"  # --baseline: the commit function before the columnar form
@@ -263,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=2,
                     help="also time first writes with this many accounts committing at once, on "
                          "a fresh database (0 or 1: skip)")
+    ap.add_argument("--ledger", action="store_true",
+                    help="also time the same commits with the ledger reconciliation on "
+                         "(payload 'ledger', consistent balance; fresh database) and report "
+                         "its cost per commit")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -305,8 +322,31 @@ def _run(args: argparse.Namespace) -> int:
         store.open()
         first_s, per = time_commits(store, payloads)
         print(f"[commit] first write {first_s:.2f}s", flush=True)
-        replay_s, _ = time_commits(store, payloads)
+        replay_s, replay_per = time_commits(store, payloads)
         print(f"[commit] replay {replay_s:.2f}s", flush=True)
+        ledger_report: dict[str, Any] = {}
+        if args.ledger:
+            checked = [with_ledger(p) for p in payloads]
+            led_store = PooledPostgresStore(
+                pg.create_database("c5", template="base", drop=True),
+                max_size=2, statement_timeout_s=None)
+            led_store.open()
+            led_first_s, led_per = time_commits(led_store, checked)
+            led_replay_s, led_replay_per = time_commits(led_store, checked)
+            bad = led_store.fetch_all(
+                "select count(*) as n from mt5_ledger_reconciliation where status <> 'ok'")
+            assert bad[0]["n"] == 0, bad
+            p50 = statistics.median
+            ledger_report = {
+                "ledger_commit_ms_per_account_p50": round(p50(led_per) * 1000, 1),
+                "ledger_check_cost_ms_first_p50": round((p50(led_per) - p50(per)) * 1000, 1),
+                "ledger_check_cost_ms_replay_p50": round(
+                    (p50(led_replay_per) - p50(replay_per)) * 1000, 1),
+                "ledger_commit_first_s": round(led_first_s, 2),
+                "ledger_commit_replay_s": round(led_replay_s, 2),
+            }
+            print(f"[commit] with the ledger check: first write {led_first_s:.2f}s, replay "
+                  f"{led_replay_s:.2f}s", flush=True)
         check = store.fetch_all("select (select count(*) from deals) as deals,"
                                 " (select count(*) from trades) as trades")[0]
         assert check["deals"] == n_deals, check
@@ -382,6 +422,7 @@ def _run(args: argparse.Namespace) -> int:
             "commit_over_copy_upsert": round(upsert_s / first_s, 2),
             **concurrent,
             **baseline,
+            **ledger_report,
             "client_json_encode_s": round(encode_s, 2),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
             "command": "python scripts/bench_commit.py " + " ".join(sys.argv[1:]),
