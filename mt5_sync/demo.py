@@ -101,13 +101,16 @@ def register_accounts(store: PostgresStore, world: simworld.World, key: str) -> 
     return ids
 
 
+def _finished(store: PostgresStore) -> int:
+    rows = store.fetch_all("SELECT count(*) AS n FROM sync_logs WHERE status <> 'processing'", ())
+    return int(rows[0]["n"]) if rows else 0
+
+
 def _progress(store: PostgresStore, total: int, stop: threading.Event) -> None:
     last = -1
+    before = _finished(store)  # syncs of earlier passes
     while not stop.wait(2.0):
-        rows = store.fetch_all(
-            "SELECT count(*) AS n FROM sync_logs WHERE status <> 'processing'", ()
-        )
-        done = int(rows[0]["n"]) if rows else 0
+        done = _finished(store) - before
         if done != last:
             _say(f"  ... {done}/{total} accounts finished")
             last = done
