@@ -339,7 +339,7 @@ def _run(args: argparse.Namespace) -> int:
                 for plain, led in zip(payloads, checked, strict=True):
                     for payload, bucket in ((led, with_check), (plain, without)):
                         t = time.perf_counter()
-                        store.commit_account_sync(payload)
+                        store.commit_account_sync(payload)  # type: ignore[arg-type]
                         bucket.append(time.perf_counter() - t)
             p50 = statistics.median
             ledger_report = {
