@@ -2143,7 +2143,7 @@ ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trades;
 -- Name: supabase_realtime trading_accounts; Type: PUBLICATION TABLE; Schema: public; Owner: -
 --
 
-ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at);
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at, ledger_offset, ledger_status, ledger_checked_at, ledger_drift, ledger_equity_drift, ledger_gap_since, ledger_healed_at, ledger_heal_note);
 
 --
 -- Name: FUNCTION mt5_acquire_sync_lease(p_account_id uuid, p_holder uuid, p_ttl_seconds integer); Type: ACL; Schema: public; Owner: -

@@ -36,6 +36,33 @@ comment on column public.trading_accounts.ledger_offset is
 comment on column public.trading_accounts.ledger_status is
     'Last reconciliation: baseline (first check, offset recorded), ok, gap (deals missing or changed: the next sync re-reads all history), equity_drift.';
 
+-- Supabase Realtime publishes trading_accounts with a column list (20261130000100_realtime.sql):
+-- the new columns join it, the credential stays out. Nothing to do without that publication,
+-- or where the owner shaped it otherwise (FOR ALL TABLES, schema-level, no column list).
+do $realtime$
+begin
+    if current_setting('server_version_num')::integer < 150000 then
+        return;
+    end if;
+    if exists (
+        select 1 from pg_publication p join pg_publication_rel r on r.prpubid = p.oid
+         where p.pubname = 'supabase_realtime'
+           and r.prrelid = 'public.trading_accounts'::regclass and r.prattrs is not null
+    ) then
+        alter publication supabase_realtime drop table public.trading_accounts;
+        alter publication supabase_realtime add table public.trading_accounts (
+            id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active,
+            currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level,
+            last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error,
+            history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at,
+            created_at, updated_at, ledger_offset, ledger_status, ledger_checked_at,
+            ledger_drift, ledger_equity_drift, ledger_gap_since, ledger_healed_at,
+            ledger_heal_note
+        );
+    end if;
+end
+$realtime$;
+
 -- The app may read the reconciliation of its own accounts (column grants: see 20261122000400).
 grant select (ledger_offset, ledger_status, ledger_checked_at, ledger_drift, ledger_equity_drift,
               ledger_gap_since, ledger_healed_at, ledger_heal_note)
