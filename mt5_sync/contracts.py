@@ -15,7 +15,7 @@ only in :class:`Credentials`, which is never cached or logged).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 Trigger = Literal["scheduled", "manual", "backfill"]
 SyncType = Literal["full", "incremental"]
@@ -77,6 +77,10 @@ class FetchResult:
     errors: list[PartError] = field(default_factory=list)
     terminal_ms: int = 0
     slot_wait_ms: int = 0  # queued for a free terminal in the calling process (the pool's)
+    #: ``history_deals_total(0, date_from - 1)``: deals the terminal holds before the window
+    #: (0: the window holds the account's whole history, so the ledger's offset must be 0);
+    #: ``None`` when not asked (no history part) or the terminal did not answer
+    deals_before_window: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -212,6 +216,13 @@ class CommitPayload(TypedDict):
     quarantine: list[QuarantineRow]
     history_cursor: str | None
     lease_holder: str | None
+    #: ``None`` when the history was not read cleanly (no reconciliation); otherwise
+    #: ``{"expected_offset": 0 | None}``: 0 when the window holds the whole history
+    ledger: NotRequired[LedgerCheck | None]
+
+
+class LedgerCheck(TypedDict):
+    expected_offset: float | None
 
 
 class FailurePayload(TypedDict):

@@ -19,6 +19,7 @@ Rates are deal rows per second (the goal: >= 40,000) and all rows per second.
     python scripts/bench_commit.py                       # 200,000 deals / 100 accounts
     python scripts/bench_commit.py --deals 50000 --accounts 25
     python scripts/bench_commit.py --concurrency 0      # skip the concurrent run
+    python scripts/bench_commit.py --ledger             # + the ledger check's cost per commit
 
 The store sends the row lists column by column (mt5_sync/store/chunks.columnar); the size
 line reports that wire size and the row-form JSON size beside it.
@@ -139,6 +140,18 @@ def build_payload(account_id: str, login: int, n_deals: int, seed: int) -> dict[
         "history_cursor": completed.isoformat(),
         "lease_holder": None,
     }
+
+
+def with_ledger(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload with the ledger reconciliation asked for (the window holds the whole
+    history: offset 0) and a balance its deals reproduce."""
+    money = sum(d["profit"] + d["swap"] + d["commission"] + d["fee"]
+                for d in payload["deals"] if d["type"] != 3)
+    balance = round(money, 2)
+    account = {**payload["account"], "balance": balance, "equity": balance,
+               "free_margin": balance}
+    return {**payload, "sync_id": str(uuid.uuid4()), "account": account,
+            "ledger": {"expected_offset": 0.0}}
 
 
 BEFORE_MIGRATION = "20261122000800"  # --baseline: the commit function before the columnar form
@@ -263,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=2,
                     help="also time first writes with this many accounts committing at once, on "
                          "a fresh database (0 or 1: skip)")
+    ap.add_argument("--ledger", action="store_true",
+                    help="also time the ledger reconciliation: replays with and without it "
+                         "(payload 'ledger', consistent balance), interleaved on one database")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -307,6 +323,32 @@ def _run(args: argparse.Namespace) -> int:
         print(f"[commit] first write {first_s:.2f}s", flush=True)
         replay_s, _ = time_commits(store, payloads)
         print(f"[commit] replay {replay_s:.2f}s", flush=True)
+        ledger_report: dict[str, Any] = {}
+        if args.ledger:
+            # Same database, same accounts, interleaved: replays of each account's payload
+            # with and without the check (a fresh database per variant measured mostly how
+            # busy the machine was at the time).
+            checked = [with_ledger(p) for p in payloads]
+            time_commits(store, checked)  # first check of every account: offset 0
+            bad = store.fetch_all(
+                "select count(*) as n from mt5_ledger_reconciliation where status <> 'ok'")
+            assert bad[0]["n"] == 0, bad
+            with_check: list[float] = []
+            without: list[float] = []
+            for _ in range(3):
+                for plain, led in zip(payloads, checked, strict=True):
+                    for payload, bucket in ((led, with_check), (plain, without)):
+                        t = time.perf_counter()
+                        store.commit_account_sync(payload)  # type: ignore[arg-type]
+                        bucket.append(time.perf_counter() - t)
+            p50 = statistics.median
+            ledger_report = {
+                "ledger_replay_ms_per_account_p50": round(p50(with_check) * 1000, 1),
+                "plain_replay_ms_per_account_p50": round(p50(without) * 1000, 1),
+                "ledger_check_cost_ms_p50": round((p50(with_check) - p50(without)) * 1000, 1),
+            }
+            print(f"[commit] ledger check: {ledger_report['ledger_check_cost_ms_p50']} ms per "
+                  "commit (p50, interleaved replays)", flush=True)
         check = store.fetch_all("select (select count(*) from deals) as deals,"
                                 " (select count(*) from trades) as trades")[0]
         assert check["deals"] == n_deals, check
@@ -382,6 +424,7 @@ def _run(args: argparse.Namespace) -> int:
             "commit_over_copy_upsert": round(upsert_s / first_s, 2),
             **concurrent,
             **baseline,
+            **ledger_report,
             "client_json_encode_s": round(encode_s, 2),
             "loadavg": [round(x, 2) for x in os.getloadavg()],
             "command": "python scripts/bench_commit.py " + " ".join(sys.argv[1:]),

@@ -496,6 +496,18 @@ declare
     v_old public.trading_accounts%rowtype;
     v_new public.trading_accounts%rowtype;
     v_login bigint;
+    -- ledger reconciliation
+    v_ledger jsonb;
+    v_expected numeric;
+    v_baseline numeric;
+    v_balance numeric;
+    v_deal_sum numeric;
+    v_offset numeric;
+    v_drift numeric;
+    v_floating numeric;
+    v_equity_drift numeric;
+    v_ledger_status text;
+    v_ledger_message text;
     -- error re-raise
     e_state text;
     e_message text;
@@ -521,6 +533,13 @@ begin
     v_lease_holder := public.mt5_payload_uuid(p, fn, 'lease_holder', false);
     v_account := public.mt5_payload_object(p, fn, 'account');
     v_snapshot := public.mt5_payload_object(p, fn, 'snapshot');
+    v_ledger := public.mt5_payload_object(p, fn, 'ledger');
+    begin
+        v_expected := (v_ledger ->> 'expected_offset')::numeric;
+    exception when invalid_text_representation then
+        raise exception '%: payload field "ledger.expected_offset" must be a number or null', fn
+            using errcode = 'invalid_parameter_value';
+    end;
     -- Row lists as columns (either wire form, see the top of this file).
     v_deals := public.mt5_payload_columns(p, fn, 'deals', array[
         'ticket', 'order_ticket', 'position_id', 'time_utc', 'time_server', 'time_msc_server',
@@ -738,6 +757,20 @@ begin
             excluded.swap, excluded.commission, excluded.fee, excluded.net_profit,
             excluded.magic, excluded.comment, excluded.deal_count);
 
+    -- A position whose every stored trade deal the broker cancelled (BUY/SELL -> *_CANCELED,
+    -- DESIGN.md) is no longer a trade: its row goes (its deals stay in the ledger).
+    v_stage := 'cancelled trades';
+    delete from public.trades t
+     where t.account_id = v_account_id
+       and t.ticket in (select x.position_id
+                          from unnest(mt5_col_bigint(v_deals, 'position_id', v_n_deals),
+                                      mt5_col_int(v_deals, 'type', v_n_deals))
+                               as x(position_id, type)
+                         where x.type in (13, 14))
+       and not exists (select 1 from public.deals d
+                        where d.account_id = v_account_id and d.position_id = t.ticket
+                          and d.type in (0, 1));
+
     -- ------------------------------------------------ (e) snapshot
     if v_snapshot is not null then
         v_stage := 'snapshot';
@@ -770,6 +803,61 @@ begin
       from jsonb_array_elements(p -> 'quarantine') with ordinality as e(j, ord)
     on conflict (sync_id, kind, ordinal) do nothing;
 
+    -- ------------------------------------------------ (k) ledger reconciliation
+    -- MT5's balance is the sum of every balance-moving deal (all but DEAL_TYPE_CREDIT = 3).
+    -- offset = balance - sum over the STORED deals: 0 when they reach back to the account's
+    -- first deal, the balance before the first synced window otherwise -- constant either way
+    -- while the ledger is complete. The client sends "ledger" only when it read the history
+    -- without error, and "ledger.expected_offset" = 0 when the terminal reported no deal
+    -- before the window (the window holds the whole history). A different offset is a gap:
+    -- deals missing or changed after the fact. The sync is then partial and the cursor stays.
+    if v_account is not null and v_ledger is not null then
+        v_stage := 'ledger';
+        select coalesce(sum(d.profit + d.swap + d.commission + d.fee), 0)
+          into v_deal_sum
+          from public.deals d
+         where d.account_id = v_account_id and d.type <> 3;
+        v_balance := (v_account ->> 'balance')::numeric;
+        v_offset := round(v_balance - v_deal_sum, 2);
+        v_baseline := coalesce(v_expected, v_old.ledger_offset);
+        v_drift := round(v_offset - coalesce(v_baseline, v_offset), 2);
+        if v_n_open is not null then
+            -- Open positions do not move the balance; their floating P/L and swap are equity.
+            select coalesce(sum(x.profit + x.swap), 0)
+              into v_floating
+              from unnest(mt5_col_numeric(v_open_positions, 'profit', v_n_open_rows),
+                          mt5_col_numeric(v_open_positions, 'swap', v_n_open_rows))
+                   as x(profit, swap);
+            v_equity_drift := round((v_account ->> 'equity')::numeric
+                                    - (v_balance + coalesce((v_account ->> 'credit')::numeric, 0)
+                                       + v_floating), 2);
+        end if;
+        if abs(v_drift) > 0.01 then
+            v_ledger_status := 'gap';
+            v_ledger_message := format(
+                'ledger_gap: balance %s minus the stored deals (%s) gives opening offset %s, '
+                'expected %s (drift %s %s); the cursor stays and the next sync re-reads history',
+                v_balance, round(v_deal_sum, 2), v_offset, v_baseline, v_drift,
+                coalesce(v_account ->> 'currency', ''));
+            v_cursor := null;
+        elsif abs(coalesce(v_equity_drift, 0)) > 0.01 then
+            v_ledger_status := 'equity_drift';
+            v_ledger_message := format(
+                'equity_drift: equity %s differs from balance %s + credit %s + open P/L and swap '
+                '%s by %s', v_account ->> 'equity', v_balance,
+                coalesce(v_account ->> 'credit', '0'), v_floating, v_equity_drift);
+        elsif v_baseline is null then
+            v_ledger_status := 'baseline';  -- first check of a window that starts later
+        else
+            v_ledger_status := 'ok';
+        end if;
+        if v_ledger_message is not null then
+            v_status := 'partial';
+            v_error_code := coalesce(v_error_code, split_part(v_ledger_message, ':', 1));
+            v_error_message := concat_ws('; ', v_ledger_message, v_error_message);
+        end if;
+    end if;
+
     -- ------------------------------------------------ (a, g, h, j) the account row
     v_stage := 'trading_accounts';
     v_new := v_old;
@@ -787,6 +875,22 @@ begin
         v_new.history_cursor := v_cursor;
     end if;
     v_new.last_sync_at := greatest(v_old.last_sync_at, v_completed);
+    if v_ledger_status is not null then
+        v_new.ledger_offset := coalesce(v_baseline, v_offset);
+        v_new.ledger_status := v_ledger_status;
+        v_new.ledger_checked_at := v_completed;
+        v_new.ledger_drift := v_drift;
+        v_new.ledger_equity_drift := v_equity_drift;
+        if v_ledger_status = 'gap' then
+            v_new.ledger_gap_since := coalesce(v_old.ledger_gap_since, v_completed);
+        elsif v_old.ledger_status = 'gap' then
+            v_new.ledger_gap_since := null;
+            v_new.ledger_healed_at := v_completed;
+            v_new.ledger_heal_note := format(
+                'gap since %s (drift %s) closed by %s sync %s', v_old.ledger_gap_since,
+                v_old.ledger_drift, v_sync_type, v_sync_id);
+        end if;
+    end if;
     if v_status = 'success' then
         v_new.last_successful_sync_at := greatest(v_old.last_successful_sync_at, v_completed);
         v_new.sync_failure_count := 0;
@@ -820,6 +924,14 @@ begin
                last_connection_error = v_new.last_connection_error,
                sync_lease_holder = v_new.sync_lease_holder,
                sync_lease_until = v_new.sync_lease_until,
+               ledger_offset = v_new.ledger_offset,
+               ledger_status = v_new.ledger_status,
+               ledger_checked_at = v_new.ledger_checked_at,
+               ledger_drift = v_new.ledger_drift,
+               ledger_equity_drift = v_new.ledger_equity_drift,
+               ledger_gap_since = v_new.ledger_gap_since,
+               ledger_healed_at = v_new.ledger_healed_at,
+               ledger_heal_note = v_new.ledger_heal_note,
                updated_at = v_new.updated_at
          where id = v_account_id;
     end if;
@@ -842,7 +954,11 @@ begin
              'quarantined', v_n_quarantine,
              'account_updated', v_account is not null,
              'snapshot_taken_at', v_snapshot ->> 'taken_at',
-             'history_cursor', v_cursor),
+             'history_cursor', v_cursor,
+             'ledger', case when v_ledger_status is null then null else jsonb_build_object(
+                 'status', v_ledger_status, 'balance', v_balance, 'deal_sum', v_deal_sum,
+                 'offset', v_offset, 'expected', v_baseline, 'drift', v_drift,
+                 'equity_drift', v_equity_drift) end),
          v_started)
     on conflict (sync_id) do update
        set account_id = excluded.account_id,
@@ -875,7 +991,12 @@ begin
         'deals_synced', v_n_deals,
         'cash_flows_synced', v_n_cash,
         'quarantined', v_n_quarantine,
-        'cursor', v_new.history_cursor);
+        'cursor', v_new.history_cursor,
+        'error_code', v_error_code,
+        'error_message', v_error_message,
+        'ledger', case when v_ledger_status is null then null else jsonb_build_object(
+            'status', v_ledger_status, 'offset', v_offset, 'expected', v_baseline,
+            'drift', v_drift, 'equity_drift', v_equity_drift) end);
 exception
     when others then
         get stacked diagnostics
@@ -987,7 +1108,10 @@ begin
                        'deals_synced', l.deals_synced,
                        'cash_flows_synced', coalesce((l.details ->> 'cash_flows')::integer, 0),
                        'quarantined', coalesce((l.details ->> 'quarantined')::integer, 0),
-                       'cursor', a.history_cursor)
+                       'cursor', a.history_cursor,
+                       'error_code', l.error_code,
+                       'error_message', l.error_message,
+                       'ledger', l.details -> 'ledger')
               into v_result
               from public.sync_logs l
               join public.trading_accounts a on a.id = l.account_id
@@ -2204,7 +2328,16 @@ CREATE TABLE public.trading_accounts (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     sync_lease_flow_run_id uuid,
-    CONSTRAINT trading_accounts_failure_count_check CHECK ((sync_failure_count >= 0))
+    ledger_offset numeric(28,8),
+    ledger_status text,
+    ledger_checked_at timestamp with time zone,
+    ledger_drift numeric(28,8),
+    ledger_equity_drift numeric(28,8),
+    ledger_gap_since timestamp with time zone,
+    ledger_healed_at timestamp with time zone,
+    ledger_heal_note text,
+    CONSTRAINT trading_accounts_failure_count_check CHECK ((sync_failure_count >= 0)),
+    CONSTRAINT trading_accounts_ledger_status_check CHECK ((ledger_status = ANY (ARRAY['baseline'::text, 'ok'::text, 'gap'::text, 'equity_drift'::text])))
 );
 
 --
@@ -2218,6 +2351,18 @@ COMMENT ON TABLE public.trading_accounts IS 'MT5 accounts synced by mt5-sync; on
 --
 
 COMMENT ON COLUMN public.trading_accounts.sync_lease_flow_run_id IS 'Prefect flow run of the lease holder (set when its sync starts): lets a claimer ask Prefect whether the holder is still alive.';
+
+--
+-- Name: COLUMN trading_accounts.ledger_offset; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.trading_accounts.ledger_offset IS 'balance - sum(profit+swap+commission+fee) over the stored deals except credit: 0 when they reach the first deal; constant while the ledger is complete.';
+
+--
+-- Name: COLUMN trading_accounts.ledger_status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.trading_accounts.ledger_status IS 'Last reconciliation: baseline (first check, offset recorded), ok, gap (deals missing or changed: the next sync re-reads all history), equity_drift.';
 
 --
 -- Name: mt5_accounts_with_failures; Type: VIEW; Schema: public; Owner: -
@@ -2243,6 +2388,29 @@ CREATE VIEW public.mt5_accounts_with_failures WITH (security_invoker='true') AS
           ORDER BY l.started_at DESC
          LIMIT 1) f ON (true))
   WHERE ((a.sync_failure_count > 0) AND a.is_active);
+
+--
+-- Name: mt5_ledger_reconciliation; Type: VIEW; Schema: public; Owner: -
+--
+
+CREATE VIEW public.mt5_ledger_reconciliation WITH (security_invoker='true') AS
+ SELECT id AS account_id,
+    user_id,
+    login_number,
+    broker_server,
+    currency,
+    balance,
+    equity,
+    ledger_offset AS opening_offset,
+    ledger_checked_at AS last_checked_at,
+    ledger_drift AS drift,
+    ledger_equity_drift AS equity_drift,
+    COALESCE(ledger_status, 'unchecked'::text) AS status,
+    ledger_gap_since AS gap_since,
+    ledger_healed_at AS healed_at,
+    ledger_heal_note AS heal_note,
+    history_cursor
+   FROM public.trading_accounts a;
 
 --
 -- Name: mt5_recent_syncs; Type: VIEW; Schema: public; Owner: -
@@ -3060,7 +3228,7 @@ ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trades;
 -- Name: supabase_realtime trading_accounts; Type: PUBLICATION TABLE; Schema: public; Owner: -
 --
 
-ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at, sync_lease_flow_run_id);
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.trading_accounts (id, user_id, login_number, broker_name, broker_server, server_time_rule, is_active, currency, leverage, margin_mode, balance, equity, margin, free_margin, margin_level, last_sync_at, last_successful_sync_at, sync_failure_count, last_connection_error, history_cursor, sync_lease_holder, sync_lease_until, last_manual_sync_at, created_at, updated_at, sync_lease_flow_run_id, ledger_offset, ledger_status, ledger_checked_at, ledger_drift, ledger_equity_drift, ledger_gap_since, ledger_healed_at, ledger_heal_note);
 
 --
 -- Name: FUNCTION mt5_account_due(p_account_id uuid, p_broker_server text, p_now timestamp with time zone); Type: ACL; Schema: public; Owner: -
@@ -3589,11 +3757,66 @@ GRANT SELECT(created_at) ON TABLE public.trading_accounts TO authenticated;
 GRANT SELECT(updated_at) ON TABLE public.trading_accounts TO authenticated;
 
 --
+-- Name: COLUMN trading_accounts.ledger_offset; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_offset) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.ledger_status; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_status) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.ledger_checked_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_checked_at) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.ledger_drift; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_drift) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.ledger_equity_drift; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_equity_drift) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.ledger_gap_since; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_gap_since) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.ledger_healed_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_healed_at) ON TABLE public.trading_accounts TO authenticated;
+
+--
+-- Name: COLUMN trading_accounts.ledger_heal_note; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(ledger_heal_note) ON TABLE public.trading_accounts TO authenticated;
+
+--
 -- Name: TABLE mt5_accounts_with_failures; Type: ACL; Schema: public; Owner: -
 --
 
 GRANT SELECT ON TABLE public.mt5_accounts_with_failures TO authenticated;
 GRANT SELECT ON TABLE public.mt5_accounts_with_failures TO service_role;
+
+--
+-- Name: TABLE mt5_ledger_reconciliation; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.mt5_ledger_reconciliation TO authenticated;
+GRANT SELECT ON TABLE public.mt5_ledger_reconciliation TO service_role;
 
 --
 -- Name: TABLE mt5_recent_syncs; Type: ACL; Schema: public; Owner: -

@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from mt5_sync.mt5sim import constants as c
-from mt5_sync.mt5sim.ledger import Ledger, PositionMeta, ledger_for, server_clock
+from mt5_sync.mt5sim.ledger import (
+    CORRECTION_TICKET_OFFSET,
+    Ledger,
+    PositionMeta,
+    ledger_for,
+    server_clock,
+    ticket_base,
+)
 from mt5_sync.mt5sim.prices import price_path
 from mt5_sync.mt5sim.structures import AccountInfo, TradeDeal, TradeOrder, TradePosition
 from mt5_sync.mt5sim.world import AccountSpec
@@ -60,7 +67,61 @@ class BrokerView:
     # ------------------------------------------------------------------ ledger views
 
     def deals(self) -> list[TradeDeal]:
-        return self.ledger.deals[: self.n_visible]
+        return [d for d, _ in self.deals_with_utc()]
+
+    def deals_with_utc(self) -> list[tuple[TradeDeal, int]]:
+        """Visible deals with their true UTC ms, in time order, after any cancellation."""
+        n = self.n_visible
+        rows = list(zip(self.ledger.deals[:n], self.ledger.deal_utc_ms[:n], strict=True))
+        cancel = self.spec.quirks.cancelled
+        if cancel is not None and self.now_ms >= _ms(cancel.at_utc):
+            rows = self._cancelled(rows, _ms(cancel.at_utc))
+        return rows
+
+    def cancelled_position(self) -> PositionMeta | None:
+        """The position the ``cancelled`` quirk cancels (None: no such position)."""
+        cancel = self.spec.quirks.cancelled
+        if cancel is None:
+            return None
+        before = _ms(cancel.at_utc) - int(cancel.older_than_hours * 3_600_000)
+        deals = self.ledger.deals
+        candidates = [
+            m for m in self.ledger.positions
+            if len(m.deal_index) == 2 and m.close_ms <= before
+            and deals[m.deal_index[1]].entry == c.DEAL_ENTRY_OUT
+        ]
+        index = cancel.position_index
+        return candidates[index] if index < len(candidates) else None
+
+    def _cancelled(
+        self, rows: list[tuple[TradeDeal, int]], at_ms: int
+    ) -> list[tuple[TradeDeal, int]]:
+        """Both deals of the cancelled position become *_CANCELED with zero money; a
+        correction deal at ``at_ms`` carries the money, so the balance does not change."""
+        meta = self.cancelled_position()
+        if meta is None:
+            return rows
+        money = 0.0
+        out: list[tuple[TradeDeal, int]] = []
+        for deal, utc in rows:
+            if deal.position_id == meta.position_id and deal.type in _TRADE_TYPES:
+                money += deal.profit + deal.swap + deal.commission + deal.fee
+                deal = deal._replace(
+                    type=c.DEAL_TYPE_BUY_CANCELED if deal.type == c.DEAL_TYPE_BUY
+                    else c.DEAL_TYPE_SELL_CANCELED,
+                    profit=0.0, swap=0.0, commission=0.0, fee=0.0,
+                )
+            out.append((deal, utc))
+        server_ms = server_clock(self.spec.time_rule).to_server_ms(at_ms)
+        correction = TradeDeal(
+            ticket_base(self.spec.login) + CORRECTION_TICKET_OFFSET + 1, 0, server_ms // 1000,
+            server_ms, c.DEAL_TYPE_CORRECTION, c.DEAL_ENTRY_IN, 0, 0, c.DEAL_REASON_CLIENT,
+            0.0, 0.0, 0.0, 0.0, round(money, 2) + 0.0, 0.0, "",
+            f"Correction: position #{meta.position_id} cancelled", "",
+        )
+        index = bisect_right([u for _, u in out], at_ms)
+        out.insert(index, (correction, at_ms))
+        return out
 
     def orders(self) -> list[TradeOrder]:
         rows, utc_ms = self.ledger.orders()
@@ -87,6 +148,7 @@ class BrokerView:
         avg = 0.0
         since_ms = utc[meta.deal_index[0]]
         first = last = deals[meta.deal_index[0]]
+        ticket = meta.position_id
         for i in meta.deal_index:
             if utc[i] > self.now_ms:
                 break
@@ -98,6 +160,8 @@ class BrokerView:
                 avg = (avg * abs(signed) + d.price * units) / (abs(signed) + units)
             elif d.entry == c.DEAL_ENTRY_INOUT:
                 avg, since_ms = d.price, utc[i]
+                if self.spec.quirks.reversal_ticket:
+                    ticket = d.order  # POSITION_TICKET changes, POSITION_IDENTIFIER stays
             signed += step
         direction = 1 if signed > 0 else -1
         lots = round(abs(signed) / 100.0, 2)
@@ -109,7 +173,7 @@ class BrokerView:
         rate = path.spec.swap_long if direction > 0 else path.spec.swap_short
         swap = rate * lots * (self.now_ms // _DAY_MS - since_ms // _DAY_MS)
         return TradePosition(
-            meta.position_id,
+            ticket,
             first.time,
             first.time_msc,
             last.time,
@@ -197,8 +261,7 @@ def visible_deals(
 ) -> list[VisibleDeal]:
     """Every deal visible at ``now_utc`` in true-time order, with its true UTC time."""
     view = BrokerView(account_spec, seed, timeline_start_utc, now_utc)
-    utc = view.ledger.deal_utc_ms
-    return [VisibleDeal(d, _utc(utc[i])) for i, d in enumerate(view.deals())]
+    return [VisibleDeal(d, _utc(ms)) for d, ms in view.deals_with_utc()]
 
 
 def expected_trades(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from mt5_sync.mt5sim import constants as c
 from mt5_sync.mt5sim.prices import PricePath, price_path
@@ -372,6 +373,30 @@ class Generator:
                     amount, comment = -credit, "Credit removed"
                 credit = _money(credit + amount)
             self._cash(int(t), dtype, amount, comment)
+
+    def agent_commissions(self) -> None:
+        """Agent commissions as deals of their own (types 10/11, position 0): one a day at
+        23:59 UTC, one a month on the 1st at 00:01 (own RNG stream; only with the quirk on)."""
+        spec = self.spec
+        if not spec.quirks.agent_commissions:
+            return
+        rng = random.Random(f"agent:{self.seed}:{spec.server}:{spec.login}")
+        limit = min(self.horizon_ms, self.end_ms)
+        day = self.start_ms // _DAY_MS + 1
+        while True:
+            midnight = day * _DAY_MS
+            if midnight + 60_000 > limit:
+                return
+            if datetime.fromtimestamp(midnight / 1000, tz=UTC).day == 1:
+                amount = _money(-rng.uniform(5.0, 40.0))
+                self._cash(midnight + 60_000, c.DEAL_TYPE_COMMISSION_AGENT_MONTHLY, amount,
+                           "Agent commission monthly")
+            daily_ms = midnight + _DAY_MS - 60_000
+            if daily_ms <= limit:
+                amount = _money(-rng.uniform(0.2, 4.0))
+                self._cash(daily_ms, c.DEAL_TYPE_COMMISSION_AGENT_DAILY, amount,
+                           "Agent commission daily")
+            day += 1
 
     def _cash(self, t_ms: int, dtype: int, amount: float, comment: str) -> None:
         self.deals.append(

@@ -27,6 +27,7 @@ _HOUR_MS = 3_600_000
 _TICKETS_PER_ACCOUNT = 1_000_000
 _TICKET_BASE = 10_000_000
 MALFORMED_TICKET_OFFSET = 900_000  # faults.py numbers its bogus deals from here
+CORRECTION_TICKET_OFFSET = 800_000  # broker.py numbers its correction deals from here
 
 
 def ticket_base(login: int) -> int:
@@ -228,6 +229,7 @@ def build_ledger(spec: AccountSpec, seed: int, start: datetime, horizon: datetim
     start_ms, horizon_ms = _ms(start), _ms(horizon)
     gen = Generator(spec, seed, start_ms, horizon_ms)
     gen.cash_flows()
+    gen.agent_commissions()
     gen.trades()
     return _number(gen, spec, horizon_ms)
 
@@ -250,6 +252,7 @@ def _cache_key(spec: AccountSpec, seed: int, start: datetime) -> tuple[object, .
         spec.initial_deposit,
         spec.trades_per_day,
         tuple(spec.symbols),
+        spec.quirks.agent_commissions,
     )
 
 

@@ -79,6 +79,10 @@ class _Session:
     terminal_path: str | None = None
     portable: bool = False
     error: tuple[int, str] = SUCCESS
+    #: this login's session sees history still loading (quirk ``staged_history``)
+    staged: bool = False
+    #: this login's session switches to another account after positions_get (``crosswire``)
+    crosswire: bool = False
 
 
 _S = _Session()
@@ -211,6 +215,7 @@ def _group_match(symbol: str, group: str) -> bool:
 def _do_login(login: Any, password: Any, server: Any, calls: Collection[str]) -> None:
     world = _refresh_world()
     _S.account = None
+    _S.staged = _S.crosswire = False
     try:
         target = world.account(int(login), server if server else None)
     except (TypeError, ValueError):
@@ -231,6 +236,14 @@ def _do_login(login: Any, password: Any, server: Any, calls: Collection[str]) ->
     if password != target.password:
         raise _Fail(AUTH_FAILED)
     _S.account = target
+    quirks = target.quirks
+    key = f"{target.server}-{target.login}"
+    _S.staged = quirks.staged_history is not None and faults.consume(
+        _state_dir(world), f"{key}-staged-history", quirks.staged_history.logins
+    )
+    _S.crosswire = quirks.crosswire_logins > 0 and faults.consume(
+        _state_dir(world), f"{key}-crosswire", quirks.crosswire_logins
+    )
 
 
 # ---------------------------------------------------------------------- connection
@@ -292,6 +305,7 @@ def shutdown() -> None:
     """Close the connection; the next session must initialize (and log in) again."""
     _S.initialized = False
     _S.account = None
+    _S.staged = _S.crosswire = False
     _S.error = SUCCESS
 
 
@@ -346,6 +360,55 @@ def terminal_info() -> TerminalInfo:
 # ---------------------------------------------------------------------- account & positions
 
 
+def _present_deal(spec: AccountSpec, deal: TradeDeal) -> TradeDeal:
+    """The broker's own symbol names and comment text (quirks ``symbol_names``,
+    ``comment_suffix``); the model keeps the plain names it prices with."""
+    quirks = spec.quirks
+    if not quirks.symbol_names and not quirks.comment_suffix:
+        return deal
+    return deal._replace(
+        symbol=quirks.symbol_names.get(deal.symbol, deal.symbol),
+        comment=deal.comment + quirks.comment_suffix,
+    )
+
+
+def _present_position(spec: AccountSpec, position: TradePosition) -> TradePosition:
+    quirks = spec.quirks
+    if not quirks.symbol_names and not quirks.comment_suffix:
+        return position
+    return position._replace(
+        symbol=quirks.symbol_names.get(position.symbol, position.symbol),
+        comment=position.comment + quirks.comment_suffix,
+    )
+
+
+def _positions(world: World, spec: AccountSpec) -> list[TradePosition]:
+    return [_present_position(spec, p) for p in _view(world, spec).positions()]
+
+
+def _history(world: World, spec: AccountSpec, date_range: bool) -> list[TradeDeal]:
+    """The deals the terminal shows now: visible at the broker, minus exits not yet shown
+    (``late_close_s``) and, in a session still loading its history, what is not loaded yet
+    (``staged_history``, date-range calls only)."""
+    view = _view(world, spec)
+    rows = view.deals_with_utc()
+    quirks = spec.quirks
+    if quirks.late_close_s > 0:
+        shown_before = view.now_ms - int(quirks.late_close_s * 1000)
+        rows = [
+            (d, ms) for d, ms in rows
+            if ms <= shown_before or d.entry not in (c.DEAL_ENTRY_OUT, c.DEAL_ENTRY_OUT_BY)
+        ]
+    staged = quirks.staged_history
+    if date_range and _S.staged and staged is not None:
+        if staged.mode == "older_than":
+            loaded_until = view.now_ms - int(staged.hours * 3_600_000)
+            rows = [(d, ms) for d, ms in rows if ms <= loaded_until]
+        else:
+            rows = rows[len(rows) - staged.newest:] if staged.newest else []
+    return [_present_deal(spec, d) for d, _ in rows]
+
+
 @_api(None)
 def account_info() -> AccountInfo:
     world, spec = _enter("account_info")
@@ -359,7 +422,11 @@ def positions_get(*args: Any, **kwargs: Any) -> tuple[TradePosition, ...]:
         raise _Fail(INVALID_PARAMS)
     _no_kwargs(kwargs, ("symbol", "group", "ticket"))
     world, spec = _enter("positions_get")
-    rows = _view(world, spec).positions()
+    rows = _positions(world, spec)
+    if _S.crosswire:
+        # Another terminal's account from here on: what a reconnect on a shared host can do.
+        _S.crosswire = False
+        _S.account = next((a for a in world.accounts if a.login != spec.login), spec)
     if "ticket" in kwargs:
         rows = [p for p in rows if p.ticket == kwargs["ticket"]]
     elif "symbol" in kwargs:
@@ -372,7 +439,7 @@ def positions_get(*args: Any, **kwargs: Any) -> tuple[TradePosition, ...]:
 @_api(None)
 def positions_total() -> int:
     world, spec = _enter("positions_total")
-    return len(_view(world, spec).positions())
+    return len(_positions(world, spec))
 
 
 @_api(None)
@@ -431,12 +498,15 @@ def history_deals_get(*args: Any, **kwargs: Any) -> tuple[TradeDeal, ...]:
         lambda d: d.position_id,
     )
     world, spec = _enter("history_deals_get")
-    view = _view(world, spec)
-    rows = [d for d in view.deals() if keep(d)]
-    if not ({"ticket", "position"} & set(kwargs)):
+    date_range = not ({"ticket", "position"} & set(kwargs))
+    rows = [d for d in _history(world, spec, date_range) if keep(d)]
+    if date_range:
+        cap = spec.quirks.max_history_rows
+        if cap is not None:
+            rows = rows[:cap]  # a large answer cut short, silently (the oldest rows kept)
         bad = faults.firing(spec, _state_dir(world), {"history_deals_get"}, {"malformed_deals"})
         if bad is not None:
-            rows.extend(faults.malformed_deals(spec, view.server_now()))
+            rows.extend(faults.malformed_deals(spec, _view(world, spec).server_now()))
     return tuple(rows)
 
 
@@ -445,7 +515,7 @@ def history_deals_total(*args: Any, **kwargs: Any) -> int:
     _no_kwargs(kwargs)
     date_from, date_to = _date_range(args)
     world, spec = _enter("history_deals_total")
-    return sum(1 for d in _view(world, spec).deals() if date_from <= d.time <= date_to)
+    return sum(1 for d in _history(world, spec, True) if date_from <= d.time <= date_to)
 
 
 @_api(None)

@@ -63,6 +63,60 @@ class Fault(BaseModel):
     times: int | None = None
 
 
+class StagedHistory(BaseModel):
+    """History still loading after a login (public reports: the terminal fetches the account's
+    history from the server after ``login()``, so the first reads can be partial).
+
+    The first ``logins`` logins of the account (counted across terminal processes) leave the
+    terminal loading for that whole session: every date-range history call (``_get`` and
+    ``_total`` alike) sees ``older_than``: only deals older than ``hours`` before now, or
+    ``newest``: only the ``newest`` most recent deals.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    logins: int = Field(1, ge=1)
+    mode: Literal["older_than", "newest"] = "older_than"
+    hours: float = Field(24.0, gt=0)
+    newest: int = Field(5, ge=0)
+
+
+class CancelledDeal(BaseModel):
+    """A trade the broker cancels after the fact (at ``at_utc``): both deals of the
+    ``position_index``-th one-in-one-out position that closed at least ``older_than_hours``
+    before ``at_utc`` become ``DEAL_TYPE_BUY_CANCELED`` / ``SELL_CANCELED`` with zero money,
+    and a ``DEAL_TYPE_CORRECTION`` deal at ``at_utc`` carries that money (the balance stays)."""
+
+    model_config = ConfigDict(extra="forbid")
+    at_utc: AwareDatetime
+    position_index: int = Field(0, ge=0)
+    older_than_hours: float = Field(72.0, ge=0)
+
+
+class Quirks(BaseModel):
+    """How messy this account's terminal is (issue 13); the defaults are a tidy terminal."""
+
+    model_config = ConfigDict(extra="forbid")
+    staged_history: StagedHistory | None = None
+    #: an exit deal (OUT / OUT_BY) shows in history this long after it happened, while its
+    #: position is already gone from ``positions_get()`` (the balance already has its money)
+    late_close_s: float = Field(0.0, ge=0)
+    cancelled: CancelledDeal | None = None
+    #: after a netting reversal (INOUT) ``TradePosition.ticket`` is the reversing order's
+    #: ticket; ``identifier`` stays (MQL5: POSITION_TICKET / POSITION_IDENTIFIER)
+    reversal_ticket: bool = False
+    #: agent commissions as their own deals: daily (type 10) and monthly (11), position 0
+    agent_commissions: bool = False
+    #: broker symbol names: ``{"EURUSD": "EURUSDm", "XAUUSD": "XAUUSD.a"}``
+    symbol_names: dict[str, str] = Field(default_factory=dict)
+    #: appended to every deal and position comment (e.g. non-ASCII text)
+    comment_suffix: str = ""
+    #: one ``history_deals_get`` call returns at most this many rows (the oldest), silently
+    max_history_rows: int | None = Field(None, ge=1)
+    #: the first N logins (across processes): after ``positions_get`` the terminal is reading
+    #: another account of the world (cross-wired mid-fetch, several terminals on one host)
+    crosswire_logins: int = Field(0, ge=0)
+
+
 class AccountSpec(BaseModel):
     """One broker account as the simulated trade server knows it."""
 
@@ -82,6 +136,7 @@ class AccountSpec(BaseModel):
     login_delay_s: float = Field(0.0, ge=0)
     latency: Latency | None = None
     faults: list[Fault] = Field(default_factory=list)
+    quirks: Quirks = Field(default_factory=lambda: Quirks.model_validate({}))
 
     @field_validator("time_rule")
     @classmethod

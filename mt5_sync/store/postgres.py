@@ -71,7 +71,7 @@ _PERMANENT_CONNECT_ERRORS = (
 _ACCOUNT_COLUMNS = """
     id::text as id, user_id::text as user_id, login_number, broker_server, broker_name,
     server_time_rule, is_active, history_cursor, last_sync_at, last_successful_sync_at,
-    sync_failure_count, investor_password_encrypted
+    sync_failure_count, investor_password_encrypted, ledger_status
 """
 
 
@@ -274,6 +274,7 @@ def _account(row: Mapping[str, Any]) -> AccountRecord:
         last_successful_sync_at=_utc(row["last_successful_sync_at"]),
         sync_failure_count=int(row["sync_failure_count"]),
         investor_password_encrypted=row["investor_password_encrypted"],
+        ledger_status=row.get("ledger_status"),
     )
 
 

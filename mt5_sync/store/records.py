@@ -27,6 +27,9 @@ class AccountRecord:
     last_successful_sync_at: datetime | None
     sync_failure_count: int
     investor_password_encrypted: str = field(repr=False)
+    #: the last ledger reconciliation (``baseline`` / ``ok`` / ``gap`` / ``equity_drift``);
+    #: ``gap`` makes the next sync re-read the whole history (mt5_sync.sync.window)
+    ledger_status: str | None = None
 
     @property
     def label(self) -> str:

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 ACCOUNT_COLUMNS = (
     "id", "user_id", "login_number", "broker_server", "broker_name", "server_time_rule",
     "is_active", "history_cursor", "last_sync_at", "last_successful_sync_at",
-    "sync_failure_count", "investor_password_encrypted",
+    "sync_failure_count", "investor_password_encrypted", "ledger_status",
 )  # fmt: skip
 STAGING_TABLE = "sync_commit_chunks"
 PAGE_SIZE = 1000  # Supabase's default db-max-rows
@@ -130,6 +130,7 @@ def _account(row: Mapping[str, Any]) -> AccountRecord:
         last_successful_sync_at=_ts(row["last_successful_sync_at"]),
         sync_failure_count=int(row["sync_failure_count"]),
         investor_password_encrypted=row["investor_password_encrypted"],
+        ledger_status=row.get("ledger_status"),
     )
 
 

@@ -8,9 +8,12 @@ generous (server now + 1 day) because the server's clock is ahead of UTC by two 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from mt5_sync.servertime import ServerTimeRule
+
+#: Where "the whole history" starts: before any MT5 (2010) account's first deal.
+FULL_HISTORY_FROM_UTC = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,21 @@ def plan_fetch_window(
     initial_history_days: int,
     overlap_hours: float,
     full_from_utc: datetime | None = None,
+    ledger_gap: bool = False,
 ) -> FetchWindow:
     """A never-synced account, or a full sync, reads ``initial_history_days`` (or from
-    ``full_from_utc`` for backfills); otherwise from the cursor minus the overlap."""
+    ``full_from_utc`` for backfills); otherwise from the cursor minus the overlap.
+
+    ``ledger_gap`` (the last commit found the stored deals do not reproduce the balance, see
+    supabase/migrations/20261203000200_ledger_reconciliation.sql): the whole history is read
+    again, from :data:`FULL_HISTORY_FROM_UTC` -- the missing or changed deal can be of any
+    age (a deal cancelled after the fact keeps its old time) -- until the ledger closes.
+    """
     rule = ServerTimeRule.parse(time_rule)
-    if requested_type == "full" or history_cursor is None:
+    if ledger_gap:
+        sync_type = "full"
+        start = min(full_from_utc or FULL_HISTORY_FROM_UTC, FULL_HISTORY_FROM_UTC)
+    elif requested_type == "full" or history_cursor is None:
         sync_type = "full"
         start = full_from_utc or now_utc - timedelta(days=initial_history_days)
     else:

@@ -118,6 +118,10 @@ async def commit_account_sync(
     with timing.timed(context["sync_id"], "commit_ms"):
         committed = await runtime.in_db_thread(runtime.store().commit_account_sync, payload)
     header = {k: v for k, v in payload.items() if k not in PAYLOAD_ROW_KEYS}
+    # The database has the last word on the status: its ledger check can turn a sync partial.
+    for key in ("status", "error_code", "error_message"):
+        if key in committed:
+            header[key] = committed[key]
     return {"payload": header, "committed": committed}
 
 

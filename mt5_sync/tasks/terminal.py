@@ -91,6 +91,7 @@ async def fetch_account_snapshot(
         initial_history_days=history_days or settings.initial_history_days,
         overlap_hours=settings.history_overlap_hours,
         full_from_utc=datetime.fromisoformat(full_from) if full_from else None,
+        ledger_gap=account.ledger_status == "gap",
     )
     key = await aresolve_credentials_key(settings)
     request = FetchRequest(

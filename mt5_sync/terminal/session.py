@@ -232,10 +232,30 @@ class TerminalSession:
             try:
                 self._reconnect(request.credentials)
                 result.deals = self._deals(request.date_from, request.date_to)
+                result.deals_before_window = self._deals_before(request.date_from)
             except TerminalError as exc:
                 result.errors.append(_part_error("history", exc))
+        self._still_the_same_account(request.credentials)
         result.terminal_ms = int((time.monotonic() - started) * 1000)
         return result
+
+    def _still_the_same_account(self, credentials: Credentials) -> None:
+        """Ask ``account_info()`` again at the end of the fetch: with several terminals on one
+        host a reconnect can leave this process reading another terminal's account mid-fetch
+        (DESIGN.md, "Real terminals are messier"). Then nothing of the fetch can be trusted:
+        it is discarded (the slot is reset; AccountMismatch is transient, so it is retried)."""
+        if self._logged_in is None:  # a part failed and dropped the connection: checked on login
+            return
+        info = self._mt5.account_info()
+        if info is None:
+            raise self._fail("account_info (end of fetch)")
+        if int(info.login) != credentials.login or str(info.server) != credentials.server:
+            self.reset()
+            raise AccountMismatch(
+                f"terminal reports login {info.login} on {info.server!r} at the end of the fetch "
+                f"of {credentials.login} on {credentials.server!r}: the fetch was discarded and "
+                "the slot reset"
+            )
 
     def _reconnect(self, credentials: Credentials) -> None:
         """After a fault dropped the connection mid-fetch, connect and log in again."""
@@ -248,11 +268,38 @@ class TerminalSession:
             raise self._fail("positions_get")
         return [p._asdict() for p in rows]
 
-    def _deals(self, date_from: int, date_to: int) -> list[dict[str, Any]]:
+    def _deals_before(self, date_from: int) -> int | None:
+        """How many deals the terminal holds before the window (None: it would not say)."""
+        if date_from <= 0:
+            return 0
+        total = self._mt5.history_deals_total(0, date_from - 1)
+        return None if total is None else int(total)
+
+    def _window(self, date_from: int, date_to: int) -> list[Any]:
+        """Every deal in [date_from, date_to] (server epoch seconds, both ends included).
+
+        A terminal can cut a large answer short without an error, so the rows are counted
+        against ``history_deals_total`` for the same window; fewer rows than that and the
+        window is read again in two halves, down to single seconds.
+        """
         rows = self._mt5.history_deals_get(date_from, date_to)
         if rows is None:
             raise self._fail("history_deals_get")
-        deals = {int(d.ticket): d._asdict() for d in rows}
+        total = self._mt5.history_deals_total(date_from, date_to)
+        if total is None:
+            raise self._fail("history_deals_total")
+        if len(rows) >= int(total):
+            return list(rows)
+        if date_to <= date_from:
+            raise TerminalError(
+                f"history_deals_get returned {len(rows)} of {total} deals at server time "
+                f"{date_from}: history truncated"
+            )
+        middle = (date_from + date_to) // 2
+        return self._window(date_from, middle) + self._window(middle + 1, date_to)
+
+    def _deals(self, date_from: int, date_to: int) -> list[dict[str, Any]]:
+        deals = {int(d.ticket): d._asdict() for d in self._window(date_from, date_to)}
         # A trade closed inside the window may have opened before it: read the rest of each
         # such position by id (position= ignores dates) so trades are never half-built.
         for position_id in positions_needing_history(deals.values()):

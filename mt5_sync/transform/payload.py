@@ -8,9 +8,10 @@ Status rules:
   a :class:`~mt5_sync.errors.SyncError` (the class matching the first part error's code) is
   raised and the caller records the failure instead.
 
-The history cursor moves to ``fetched_at_utc`` only when the deals were fetched, no deal was
-quarantined, no position is incomplete and no history part reported an error: the cursor never
-moves past data that was not committed (the next run re-fetches that window; upserts make the
+The history cursor moves to the newest deal time read (never past ``fetched_at_utc``) only when
+the deals were fetched, no deal was quarantined, no position is incomplete and no history part
+reported an error (and the database keeps it in place on a ledger gap): the cursor never moves
+past data that was not committed (the next run re-fetches that window; upserts make the
 overlap harmless).
 """
 
@@ -25,7 +26,9 @@ from mt5_sync import errors
 from mt5_sync.contracts import (
     AccountRow,
     CommitPayload,
+    DealRow,
     FetchResult,
+    LedgerCheck,
     PartError,
     QuarantineRow,
     SnapshotRow,
@@ -161,6 +164,20 @@ def _truncate(text: str, limit: int = ERROR_MESSAGE_MAX) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _cursor(fetch: FetchResult, deal_rows: list[DealRow]) -> str | None:
+    """The newest deal time the terminal returned (UTC), never past the planner's now.
+
+    The cursor follows the data, not the host clock (dlt's and Airbyte's cursor field): a host
+    clock running ahead of the broker, or history that arrives late, then cannot make the next
+    window (cursor - overlap) start after deals not read yet. No deal read: it stays put.
+    """
+    if not deal_rows:
+        return None
+    newest = max(datetime.fromisoformat(r["time_utc"]) for r in deal_rows)
+    now = datetime.fromisoformat(_iso_text(fetch.fetched_at_utc))
+    return _iso(min(newest, now))
+
+
 def build_commit_payload(
     fetch: FetchResult, ctx: SyncContext, *, completed_at: datetime
 ) -> tuple[CommitPayload, TransformReport]:
@@ -244,7 +261,11 @@ def build_commit_payload(
         and not trades.skipped_positions
         and not any(e.part in HISTORY_PARTS for e in fetch.errors)
     )
-    cursor = _iso_text(fetch.fetched_at_utc) if history_ok else None
+    cursor = _cursor(fetch, deal_rows) if history_ok else None
+    # Reconcile only a history read without error (a failed read proves nothing either way).
+    ledger: LedgerCheck | None = None
+    if fetch.deals is not None and not any(e.part in HISTORY_PARTS for e in fetch.errors):
+        ledger = {"expected_offset": 0.0 if fetch.deals_before_window == 0 else None}
 
     started = ctx.started_at if ctx.started_at.tzinfo else ctx.started_at.replace(tzinfo=UTC)
     done = completed_at if completed_at.tzinfo else completed_at.replace(tzinfo=UTC)
@@ -270,6 +291,7 @@ def build_commit_payload(
         quarantine=quarantine,
         history_cursor=cursor,
         lease_holder=ctx.lease_holder,
+        ledger=ledger,
     )
 
     by_kind: dict[str, int] = {}

@@ -27,7 +27,7 @@ from mt5_sync import clock
 from mt5_sync.credentials import encrypt_password, generate_key
 from mt5_sync.localstack import PrefectServer
 from mt5_sync.mt5sim.broker import BrokerView
-from mt5_sync.mt5sim.world import Fault, World, build_world
+from mt5_sync.mt5sim.world import Fault, Quirks, World, build_world
 from mt5_sync.settings import load_settings
 from mt5_sync.store.postgres import PostgresStore
 from mt5_sync.tasks.runtime import close_stores
@@ -146,6 +146,23 @@ class SyncHarness:
         )
         self.world = World.model_validate(self.world.model_dump())
         self.world.save(self.world_path)
+
+    def set_quirks(self, index: int, **quirks: Any) -> None:
+        """Make account ``index``'s terminal messy (``mt5_sync.mt5sim.world.Quirks`` fields)."""
+        spec = self.world.accounts[index]
+        merged = {**spec.quirks.model_dump(), **quirks}
+        self.world.accounts[index] = spec.model_copy(
+            update={"quirks": Quirks.model_validate(merged)}
+        )
+        self.world = World.model_validate(self.world.model_dump())
+        self.world.save(self.world_path)
+
+    def broker_view(self, index: int) -> BrokerView:
+        """Account ``index`` at the broker, now."""
+        return BrokerView(
+            self.world.accounts[index], self.world.seed, self.world.timeline_start_utc,
+            self.world.effective_now(),
+        )
 
     def broker_open_positions(self, index: int) -> int:
         """How many positions account ``index`` has open at the broker now."""

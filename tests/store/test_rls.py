@@ -29,7 +29,7 @@ CHILD_TABLES = ("trades", "deals", "cash_flows", "account_snapshots", "sync_logs
                 "sync_quarantine")
 VISIBLE = "id, user_id, login_number, broker_server, balance, sync_failure_count"
 VIEWS = ("mt5_recent_syncs", "mt5_sync_success_rate_24h", "mt5_accounts_with_failures",
-         "mt5_sync_performance_by_hour")
+         "mt5_sync_performance_by_hour", "mt5_ledger_reconciliation")
 
 
 @pytest.fixture
@@ -69,6 +69,7 @@ def test_users_see_only_their_own_rows(db: str, user: str, account: str) -> None
         assert accounts_seen(conn, "trading_accounts") == {account}
         for table in CHILD_TABLES:
             assert accounts_seen(conn, table) == {account}, table
+        assert accounts_seen(conn, "mt5_ledger_reconciliation") == {account}
         # the child rows are all there, not just some
         assert conn.execute("select count(*) from trades").fetchone() == (3,)
         assert conn.execute("select count(*) from deals").fetchone() == (6,)

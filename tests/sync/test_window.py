@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 from mt5_sync.servertime import ServerTimeRule
-from mt5_sync.sync.window import plan_fetch_window
+from mt5_sync.sync.window import FULL_HISTORY_FROM_UTC, plan_fetch_window
 
 NOW = datetime(2026, 7, 10, 12, 0, tzinfo=UTC)
 
@@ -45,3 +45,9 @@ def test_window_is_sent_in_server_time_and_ends_a_day_ahead():
     # July: New York is UTC-4, so ny+7 is UTC+3.
     assert w.date_to_server - int(w.to_utc.timestamp()) == 3 * 3600
     assert rule.to_utc(w.date_from_server) == w.from_utc
+
+
+def test_a_ledger_gap_rereads_the_whole_history():
+    """The missing or changed deal can be of any age (a cancelled deal keeps its old time)."""
+    w = plan(history_cursor=NOW - timedelta(hours=1), ledger_gap=True)
+    assert (w.sync_type, w.from_utc) == ("full", FULL_HISTORY_FROM_UTC)

@@ -217,6 +217,7 @@ def _stub(**overrides: Any) -> SimpleNamespace:
         "account_info": lambda: info,
         "positions_get": lambda: (),
         "history_deals_get": lambda *a, **kw: (),
+        "history_deals_total": lambda *a, **kw: 0,
         "last_error": lambda: (1, "Success"),
         "shutdown": lambda: None,
     }

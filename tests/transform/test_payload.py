@@ -18,6 +18,17 @@ from . import BUY, IN, JUL, OUT, SELL, account_info, backfill, cash, deal, fetch
 STARTED = datetime(2026, 7, 1, 12, 29, 58, tzinfo=UTC)
 COMPLETED = STARTED + timedelta(seconds=2, milliseconds=345)
 FETCHED_AT = "2026-07-01T12:30:00+00:00"
+
+
+def newest_deal_time(payload) -> str | None:
+    """The cursor follows the data: the newest deal time read (UTC), never past now; no deal
+    read, no move."""
+    if not payload["deals"]:
+        return None
+    newest = max(datetime.fromisoformat(d["time_utc"]) for d in payload["deals"])
+    return min(newest, datetime.fromisoformat(FETCHED_AT)).isoformat()
+
+
 IPC_TIMEOUT = PartError("history", "terminal_timeout", "IPC timeout", -10005)
 
 
@@ -81,7 +92,7 @@ def test_success_payload():
     assert len(payload["deals"]) == 4
     assert [c["kind"] for c in payload["cash_flows"]] == ["balance"]
     assert payload["quarantine"] == []
-    assert payload["history_cursor"] == FETCHED_AT
+    assert payload["history_cursor"] == newest_deal_time(payload)
     assert report.deals == 4 and report.cash_flows == 1
     assert report.trades_closed == 1 and report.trades_open == 1
     assert report.quarantined == 0 and report.account is True
@@ -136,7 +147,7 @@ def test_partial_when_positions_quarantined_but_cursor_moves():
         payload["error_message"] or ""
     )
     assert payload["open_positions"] == []
-    assert payload["history_cursor"] == FETCHED_AT  # deals were all fine
+    assert payload["history_cursor"] == newest_deal_time(payload)  # deals were all fine
 
 
 def test_incomplete_position_keeps_cursor_and_status_partial():
@@ -157,7 +168,7 @@ def test_invalid_account_is_quarantined_and_treated_as_not_fetched():
     assert payload["status"] == "partial" and payload["error_code"] == "invalid_records"
     assert payload["error_message"] == "account info quarantined (balance is NaN)"
     assert payload["quarantine"][0]["kind"] == "account"
-    assert payload["history_cursor"] == FETCHED_AT
+    assert payload["history_cursor"] == newest_deal_time(payload)
     assert report.account is False
 
 
@@ -170,7 +181,7 @@ def test_positions_not_fetched_means_none():
     assert payload["open_positions"] is None
     assert payload["status"] == "partial" and payload["error_code"] == "terminal_unavailable"
     assert payload["error_message"] == "positions: IPC send failed (-10001)"
-    assert payload["history_cursor"] == FETCHED_AT  # the history itself was complete
+    assert payload["history_cursor"] == newest_deal_time(payload)  # the history itself was complete
 
 
 def test_account_failure_only():
@@ -181,12 +192,13 @@ def test_account_failure_only():
     payload, _ = build(fetch)
     assert payload["account"] is None and payload["snapshot"] is None
     assert payload["error_message"] == "account: no answer"
-    assert payload["history_cursor"] == FETCHED_AT
+    assert payload["history_cursor"] == newest_deal_time(payload)
 
 
-def test_empty_history_still_moves_the_cursor():
+def test_empty_history_leaves_the_cursor():
+    """No deal read, nothing to follow: the cursor stays (it follows the data, not the clock)."""
     payload, _ = build(fetch_result(account=account_info(), positions=[], deals=[]))
-    assert payload["status"] == "success" and payload["history_cursor"] == FETCHED_AT
+    assert payload["status"] == "success" and payload["history_cursor"] is None
     assert payload["deals"] == [] and payload["closed_trades"] == []
 
 
@@ -280,4 +292,44 @@ def test_200k_deal_backfill_payload_is_json_safe():
     payload, report = build(fetch, sync_type="full", trigger="backfill")
     assert payload["status"] == "success"
     assert report.deals == 200_000 and report.trades_closed > 50_000
+    assert payload["history_cursor"] == newest_deal_time(payload)
+
+
+# ---------------------------------------------------------------- issue 13: cursor, ledger
+
+
+def test_cursor_follows_the_newest_deal_not_the_host_clock():
+    """A host clock ahead of the broker must not drag the cursor past deals not yet read."""
+    three_days_ago = JUL - 3 * 86_400
+    deals = [deal(1, time=three_days_ago), deal(2, time=three_days_ago + 60)]
+    payload, _ = build(fetch_result(account=account_info(), positions=[], deals=deals))
+    cursor = datetime.fromisoformat(payload["history_cursor"])
+    assert cursor == datetime.fromisoformat(payload["deals"][1]["time_utc"])
+    assert cursor < datetime.fromisoformat(FETCHED_AT) - timedelta(days=2)
+
+
+def test_cursor_never_passes_now():
+    """A deal stamped after the planner's now (broker clock ahead): the cursor stops at now."""
+    later = [deal(1, time=JUL + 6 * 3600)]
+    payload, _ = build(fetch_result(account=account_info(), positions=[], deals=later))
+    assert datetime.fromisoformat(payload["deals"][0]["time_utc"]) > datetime.fromisoformat(
+        FETCHED_AT
+    )
     assert payload["history_cursor"] == FETCHED_AT
+
+
+@pytest.mark.parametrize(("before", "expected"), [(0, {"expected_offset": 0.0}),
+                                                  (12, {"expected_offset": None}),
+                                                  (None, {"expected_offset": None})])
+def test_ledger_check_knows_when_the_window_holds_the_whole_history(before, expected):
+    fetch = fetch_result(account=account_info(), positions=[], deals=good_deals())
+    fetch.deals_before_window = before
+    payload, _ = build(fetch)
+    assert payload["ledger"] == expected
+
+
+def test_no_ledger_check_when_the_history_read_failed():
+    fetch = fetch_result(account=account_info(), positions=[], deals=good_deals(),
+                         errors=[IPC_TIMEOUT])  # fmt: skip
+    payload, _ = build(fetch)
+    assert payload["ledger"] is None
