@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -276,8 +277,17 @@ async def sync_cycle_shard(
     full_from: str | None = None,
     max_concurrency: int | None = None,
     budget_s: float = 0.0,
+    deadline_utc: str | None = None,
 ) -> dict[str, Any]:
-    """This host's part of cycle ``execution_id`` (started by the cycle on the host's queue)."""
+    """This host's part of cycle ``execution_id`` (started by the cycle on the host's queue).
+
+    ``deadline_utc`` (ISO 8601): the cycle's deadline; the shard's budget is what is left of it
+    when the shard starts (a few seconds after the cycle dispatched it). Past it, the shard
+    starts at most one account (the planner always admits the first).
+    """
+    if budget_s > 0 and deadline_utc:
+        left = (datetime.fromisoformat(deadline_utc) - utc_now()).total_seconds()
+        budget_s = min(budget_s, max(left, 0.001))
     report = await run_shard(
         execution_id=execution_id, host=host, trigger=trigger, sync_type=sync_type,
         full_from=full_from, max_concurrency=max_concurrency, budget_s=budget_s,

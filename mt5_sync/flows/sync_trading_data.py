@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -52,7 +53,6 @@ async def sync_trading_data(
     logger = get_run_logger()
     settings = runtime.settings()
     started = utc_now()
-    clock = time.monotonic()
     execution_id = flow_run.get_id() or str(uuid.uuid4())
     budget = settings.cycle_budget_s if cycle_budget_s is None else cycle_budget_s
 
@@ -87,8 +87,11 @@ async def sync_trading_data(
                     len(hosts), ", ".join(hosts))
         shards = await orchestration.start_shards(
             settings.shard_deployment, hosts,
-            {**shard_args, "budget_s": max(0.0, budget - (time.monotonic() - clock))
-             if budget > 0 else 0.0},
+            # the cycle's deadline as an instant: a shard that starts late (its worker's poll,
+            # its process start) gets only what is left of the budget
+            {**shard_args, "budget_s": budget,
+             "deadline_utc": (started + timedelta(seconds=budget)).isoformat()
+             if budget > 0 else None},
             execution_id,
         )
         give_up_after = (budget + 2 * settings.lease_ttl_s + 60) if budget > 0 else None

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE = "default"
 #: what the cycle passes to every shard run (the host-shard deployment's flow parameters)
 SHARD_PARAMETERS = frozenset({
-    "execution_id", "host", "trigger", "sync_type", "full_from", "max_concurrency", "budget_s"})
+    "execution_id", "host", "trigger", "sync_type", "full_from", "max_concurrency", "budget_s",
+    "deadline_utc"})
 
 
 async def deployment_pool() -> str | None:
