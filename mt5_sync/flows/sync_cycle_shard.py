@@ -38,6 +38,7 @@ from mt5_sync.sync.outcome import AccountOutcome
 from mt5_sync.sync.steps import describe_error
 from mt5_sync.tasks import runtime
 from mt5_sync.tasks.database import record_deferred_syncs
+from mt5_sync.tasks.orchestration import final_flow_runs
 from mt5_sync.tasks.terminal import warm_up_terminals
 from mt5_sync.terminal.check import describe, misconfigured_installs
 
@@ -180,6 +181,16 @@ async def run_shard(
             row["label"] = f"{row['login_number']}@{row['broker_server']}"
             if row["outcome"] == "claimed":
                 keeper.hold(row["lease_holder"])
+        # A skipped account's holder may be a run Prefect already reports over (crashed,
+        # cancelled) whose lease has not lapsed yet: break it, so the next claim (the next
+        # cycle, a manual sync) need not wait for the lapse.
+        held = {r["detail"]: r for r in rows if r["outcome"] == "skipped" and r.get("detail")}
+        for run_id in await final_flow_runs(list(held)) if held else ():
+            row = held[run_id]
+            await runtime.in_db_thread(
+                store.break_sync_lease, row["account_id"], row["lease_holder"])
+            logger.info("broke the lease of %s: its holder's flow run %s is over",
+                        row["label"], run_id)
         claimed = [r["account_id"] for r in rows if r["outcome"] == "claimed"]
         if claimed and planner.enabled:
             estimates = await runtime.in_db_thread(
