@@ -89,7 +89,6 @@ async def run_shard(
     )
     pool = runtime.terminals()
     pool.limit_in_use(terminals)
-    pool.reset_usage()
     logger.info(
         "host %s: claiming accounts for %d terminals, %d subflows in flight%s", host, terminals,
         limit, f", budget {budget_s:g}s" if budget_s > 0 else "",
@@ -206,6 +205,7 @@ async def run_shard(
     exhausted = False
     host_error: str | None = None
     await warm_up
+    pool.reset_usage()  # terminals busy: measured from the first claim, as before shards
     try:
         while True:
             while not exhausted and len(running) < limit:

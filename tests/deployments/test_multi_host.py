@@ -381,7 +381,15 @@ def test_a_host_killed_mid_cycle_costs_seconds_not_cycles(hosts: Hosts) -> None:
     assert all(r["status"] == "failed" for r in abandoned)
     # nothing lost or duplicated
     assert compare_with_broker(hosts.store, hosts.world).problems == []
-    print(f"\nkilled {result['victim']} (it ran the cycle); cycle marked Crashed after "
-          f"{result['crashed_after']:.0f}s; ticks meanwhile: "
-          f"{[(round(t), r.state_type.value) for t, r in result['ticks']]}; "
-          f"{len(abandoned)} syncs closed as abandoned")
+    taken_over = hosts.store.fetch_all(
+        "select count(*) as n from sync_cycle_claims where execution_id = %s::uuid"
+        " and claims > 1", (killed_cycle,))[0]["n"]
+    skipped_next = sum(r["status"] == "skipped" for r in next_logs)
+    print(f"\nkilled {result['victim']} (it ran the cycle) with {len(result['processing'])} "
+          f"syncs in flight; cycle marked Crashed after {result['crashed_after']:.0f}s; ticks "
+          f"meanwhile: {[(round(t), r.state_type.value) for t, r in result['ticks']]}; "
+          f"{taken_over} accounts taken over by live hosts within the killed cycle, "
+          f"{len(abandoned)} syncs closed as abandoned; the next cycle: "
+          f"{after.total_run_time.total_seconds():.1f}s run time, "
+          f"{sum(r['status'] == 'success' for r in next_logs)} success, {skipped_next} skipped "
+          f"(a live holder), 0 waited on a lease")
