@@ -225,6 +225,14 @@ def test_a_wrong_password_is_auth_failed_and_new_credentials_connect(
     failed = _settled(world, app, keys, created["account_id"])
     assert failed["status"] == "auth_failed", failed
     assert failed["verify"]["error_code"] == "auth_failed"
+    # Tried once (the verify's login); the next three cycles leave it alone: a broker blocks
+    # the host's IP after repeated failed logins (account health, mt5_sync/sync/health.py).
+    for _ in range(3):
+        mine = _outcomes(_cycle(world))[created["account_id"]]
+        assert (mine["status"], mine["state"]) == ("skipped", "needs_credentials"), mine
+    assert world.store.fetch_all(
+        "select count(*) as n from sync_logs where account_id = %s and sync_type <> 'verify'",
+        (created["account_id"],)) == [{"n": 0}]
     _age_verifies(world, created["account_id"])
     put = _call(world, keys, "PUT", f"{app.url}/api/mt5/accounts/{created['account_id']}"
                 "/credentials", json={"investor_password": spec.password})
@@ -233,6 +241,9 @@ def test_a_wrong_password_is_auth_failed_and_new_credentials_connect(
     fixed = _settled(world, app, keys, created["account_id"])
     assert fixed["status"] == "connected", fixed
     assert fixed["verify"]["sync_id"] == put.json()["sync_id"]
+    # the new credentials lift the backoff: the next cycle syncs it
+    mine = _outcomes(_cycle(world))[created["account_id"]]
+    assert mine["status"] == "success", mine
 
 
 def test_a_deactivated_account_keeps_its_history_and_leaves_the_cycle(
