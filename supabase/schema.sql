@@ -103,10 +103,10 @@ begin
         raise exception 'mt5_acquire_sync_lease: p_ttl_seconds must be positive, got %', p_ttl_seconds
             using errcode = 'invalid_parameter_value';
     end if;
-    -- One statement: the row lock makes check-and-set atomic. Re-acquiring by the same holder
-    -- extends the lease. updated_at is not touched: a lease is bookkeeping, not account data.
     update public.trading_accounts
-       set sync_lease_holder = p_holder,
+       set sync_lease_flow_run_id = case when sync_lease_holder = p_holder
+                                         then sync_lease_flow_run_id end,
+           sync_lease_holder = p_holder,
            sync_lease_until = now() + make_interval(secs => p_ttl_seconds)
      where id = p_account_id
        and (sync_lease_holder is null
@@ -1843,7 +1843,8 @@ CREATE FUNCTION public.mt5_release_sync_lease(p_account_id uuid, p_holder uuid) 
     AS $$
     update public.trading_accounts
        set sync_lease_holder = null,
-           sync_lease_until = null
+           sync_lease_until = null,
+           sync_lease_flow_run_id = null
      where id = p_account_id
        and sync_lease_holder = p_holder;
 $$;

@@ -281,6 +281,59 @@ $$;
 
 -- ---------------------------------------------------------------- leases
 
+-- As before (20261122000300), plus: a new holder's lease starts without a flow run (it is set
+-- when its sync starts). A holder's flow run must never outlive its lease: a later holder would
+-- otherwise inherit a finished run and its lease be broken as "held by a run that is over".
+create or replace function public.mt5_acquire_sync_lease(
+    p_account_id uuid, p_holder uuid, p_ttl_seconds integer
+) returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = public, pg_temp
+as $$
+declare
+    v_granted boolean;
+begin
+    if p_account_id is null or p_holder is null then
+        raise exception 'mt5_acquire_sync_lease: account id and holder are required'
+            using errcode = 'invalid_parameter_value';
+    end if;
+    if p_ttl_seconds is null or p_ttl_seconds <= 0 then
+        raise exception 'mt5_acquire_sync_lease: p_ttl_seconds must be positive, got %', p_ttl_seconds
+            using errcode = 'invalid_parameter_value';
+    end if;
+    update public.trading_accounts
+       set sync_lease_flow_run_id = case when sync_lease_holder = p_holder
+                                         then sync_lease_flow_run_id end,
+           sync_lease_holder = p_holder,
+           sync_lease_until = now() + make_interval(secs => p_ttl_seconds)
+     where id = p_account_id
+       and (sync_lease_holder is null
+            or sync_lease_holder = p_holder
+            or sync_lease_until is null
+            or sync_lease_until < now())
+    returning true into v_granted;
+    return coalesce(v_granted, false);
+end
+$$;
+
+create or replace function public.mt5_release_sync_lease(
+    p_account_id uuid, p_holder uuid
+) returns void
+language sql
+volatile
+security invoker
+set search_path = public, pg_temp
+as $$
+    update public.trading_accounts
+       set sync_lease_holder = null,
+           sync_lease_until = null,
+           sync_lease_flow_run_id = null
+     where id = p_account_id
+       and sync_lease_holder = p_holder;
+$$;
+
 -- Extend every listed lease its holder still has; returns the holders that still hold one (a
 -- holder missing from the result lost its lease: it lapsed and someone took the account over).
 create or replace function public.mt5_renew_sync_leases(
@@ -416,7 +469,9 @@ begin
         'public.mt5_renew_sync_leases(uuid[], integer)',
         'public.mt5_break_sync_lease(uuid, uuid)',
         'public.mt5_sync_lease_of(uuid)',
-        'public.mt5_mark_sync_started(jsonb)'
+        'public.mt5_mark_sync_started(jsonb)',
+        'public.mt5_acquire_sync_lease(uuid, uuid, integer)',
+        'public.mt5_release_sync_lease(uuid, uuid)'
     ] loop
         execute format('revoke all on function %s from public, anon, authenticated', v_fn);
         execute format('grant execute on function %s to service_role', v_fn);

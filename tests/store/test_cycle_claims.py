@@ -233,3 +233,26 @@ def test_shard_reports_reach_the_cycle_report(store: Store) -> None:
     [shard] = store.cycle_report(cycle)["shards"]
     assert shard["host"] == "host-a" and shard["summary"] == report
     assert shard["finished_at"] is not None
+
+
+def test_a_new_holder_never_inherits_the_last_holders_flow_run(store: Store, db: str) -> None:
+    """Else a waiting sync would see a finished run as the holder and break a live lease."""
+    first = str(uuid.uuid4())
+    assert store.acquire_sync_lease(account_id(8), first, 30)
+    PostgresStore(db).fetch_all(
+        "update trading_accounts set sync_lease_flow_run_id = gen_random_uuid()"
+        " where id = %s::uuid", (account_id(8),))  # as mt5_mark_sync_started sets it
+    assert store.acquire_sync_lease(account_id(8), first, 30)  # extending keeps it
+    assert store.sync_lease_of(account_id(8))["flow_run_id"] is not None  # type: ignore[index]
+    lapse(db, account_id(8))
+    second = str(uuid.uuid4())
+    assert store.acquire_sync_lease(account_id(8), second, 30)
+    lease = store.sync_lease_of(account_id(8))
+    assert lease is not None and lease["holder"] == second and lease["flow_run_id"] is None
+    store.release_sync_lease(account_id(8), second)
+    PostgresStore(db).fetch_all(
+        "update trading_accounts set sync_lease_flow_run_id = gen_random_uuid()"
+        " where id = %s::uuid", (account_id(8),))
+    third = str(uuid.uuid4())
+    assert store.acquire_sync_lease(account_id(8), third, 30)
+    assert store.sync_lease_of(account_id(8))["flow_run_id"] is None  # type: ignore[index]
