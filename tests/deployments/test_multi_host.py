@@ -86,9 +86,12 @@ class Hosts:
         import psutil
 
         killed = []
-        for proc in psutil.process_iter():
+        world = self.env["MT5SIM_WORLD"]  # this stack's processes only (another run may share
+        for proc in psutil.process_iter():  # the host names on this machine)
             with contextlib.suppress(psutil.Error):
-                if proc.environ().get("MT5SYNC_HOST") == host and proc.pid != os.getpid():
+                environ = proc.environ()
+                if (environ.get("MT5SYNC_HOST") == host and environ.get("MT5SIM_WORLD") == world
+                        and proc.pid != os.getpid()):
                     proc.kill()
                     killed.append(proc.pid)
         self.workers.pop(host, None)
@@ -305,15 +308,24 @@ def test_a_host_killed_mid_cycle_costs_seconds_not_cycles(hosts: Hosts) -> None:
             cycle = await _start_cycle(api)
             await api.wait_state(cycle.id, ("RUNNING",), CYCLE_TIMEOUT_S)
             execution_id = str(cycle.id)
-            # mid-cycle: some accounts done, most not
+            victim = None  # the host running the cycle itself
             deadline = time.monotonic() + CYCLE_TIMEOUT_S
-            while len([r for r in hosts.logs_of(execution_id) if r["status"] != "processing"]) < 8:
+            while victim is None:
                 assert time.monotonic() < deadline
+                victim = hosts.host_of_flow_run(execution_id)
                 await asyncio.sleep(0.2)
-            victim = hosts.host_of_flow_run(execution_id)  # the host running the cycle itself
-            assert victim is not None
-            processing = {r["account_id"] for r in hosts.logs_of(execution_id)
-                          if r["status"] == "processing"}
+            # mid-cycle: some accounts done, and syncs of the victim's own shard in flight
+            while True:
+                assert time.monotonic() < deadline, "the victim's shard never got going"
+                logs = hosts.logs_of(execution_id)
+                mine = {r["account_id"] for r in hosts.store.fetch_all(
+                    "select account_id::text from sync_cycle_claims where execution_id ="
+                    " %s::uuid and host = %s", (execution_id, victim))}
+                processing = {r["account_id"] for r in logs if r["status"] == "processing"}
+                done_now = [r for r in logs if r["status"] != "processing"]
+                if len(done_now) >= 8 and len(processing & mine) >= 2:
+                    break
+                await asyncio.sleep(0.1)
             killed_at = time.monotonic()
             killed = hosts.kill_host(victim)
             assert killed
@@ -334,6 +346,7 @@ def test_a_host_killed_mid_cycle_costs_seconds_not_cycles(hosts: Hosts) -> None:
             # the next tick after the crash runs
             after = await api.wait_final((await _start_cycle(api)).id, CYCLE_TIMEOUT_S)
             return {"run": run, "victim": victim, "processing": processing,
+                    "victims_own": len(processing & mine),
                     "crashed_after": crashed_after, "ticks": tick_states, "after": after,
                     "execution_id": execution_id}
 
@@ -386,7 +399,8 @@ def test_a_host_killed_mid_cycle_costs_seconds_not_cycles(hosts: Hosts) -> None:
         " and claims > 1", (killed_cycle,))[0]["n"]
     skipped_next = sum(r["status"] == "skipped" for r in next_logs)
     print(f"\nkilled {result['victim']} (it ran the cycle) with {len(result['processing'])} "
-          f"syncs in flight; cycle marked Crashed after {result['crashed_after']:.0f}s; ticks "
+          f"syncs in flight, {result['victims_own']} of them its own; cycle marked Crashed "
+          f"after {result['crashed_after']:.0f}s; ticks "
           f"meanwhile: {[(round(t), r.state_type.value) for t, r in result['ticks']]}; "
           f"{taken_over} accounts taken over by live hosts within the killed cycle, "
           f"{len(abandoned)} syncs closed as abandoned; the next cycle: "
