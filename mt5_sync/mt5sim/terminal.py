@@ -360,30 +360,23 @@ def terminal_info() -> TerminalInfo:
 # ---------------------------------------------------------------------- account & positions
 
 
-def _present_deal(spec: AccountSpec, deal: TradeDeal) -> TradeDeal:
-    """The broker's own symbol names and comment text (quirks ``symbol_names``,
-    ``comment_suffix``); the model keeps the plain names it prices with."""
-    quirks = spec.quirks
-    if not quirks.symbol_names and not quirks.comment_suffix:
-        return deal
-    return deal._replace(
-        symbol=quirks.symbol_names.get(deal.symbol, deal.symbol),
-        comment=deal.comment + quirks.comment_suffix,
-    )
+_Presented = TypeVar("_Presented", TradeDeal, TradePosition)
 
 
-def _present_position(spec: AccountSpec, position: TradePosition) -> TradePosition:
+def _present(spec: AccountSpec, record: _Presented) -> _Presented:
+    """The broker's own symbol names and comment text on a deal or position (quirks
+    ``symbol_names``, ``comment_suffix``); the model keeps the plain names it prices with."""
     quirks = spec.quirks
     if not quirks.symbol_names and not quirks.comment_suffix:
-        return position
-    return position._replace(
-        symbol=quirks.symbol_names.get(position.symbol, position.symbol),
-        comment=position.comment + quirks.comment_suffix,
+        return record
+    return record._replace(
+        symbol=quirks.symbol_names.get(record.symbol, record.symbol),
+        comment=record.comment + quirks.comment_suffix,
     )
 
 
 def _positions(world: World, spec: AccountSpec) -> list[TradePosition]:
-    return [_present_position(spec, p) for p in _view(world, spec).positions()]
+    return [_present(spec, p) for p in _view(world, spec).positions()]
 
 
 def _history(world: World, spec: AccountSpec, date_range: bool) -> list[TradeDeal]:
@@ -406,7 +399,7 @@ def _history(world: World, spec: AccountSpec, date_range: bool) -> list[TradeDea
             rows = [(d, ms) for d, ms in rows if ms <= loaded_until]
         else:
             rows = rows[len(rows) - staged.newest:] if staged.newest else []
-    return [_present_deal(spec, d) for d, _ in rows]
+    return [_present(spec, d) for d, _ in rows]
 
 
 @_api(None)
