@@ -156,10 +156,10 @@ CREATE FUNCTION public.mt5_break_sync_lease(p_account_id uuid, p_holder uuid) RE
 $$;
 
 --
--- Name: mt5_claim_cycle_accounts(uuid, text, integer, integer, uuid); Type: FUNCTION; Schema: public; Owner: -
+-- Name: mt5_claim_cycle_accounts(uuid, text, integer, integer, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid DEFAULT NULL::uuid) RETURNS TABLE(account_id uuid, login_number bigint, broker_server text, outcome text, lease_holder uuid, claims integer, detail text)
+CREATE FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid DEFAULT NULL::uuid, p_estimate_syncs integer DEFAULT 0) RETURNS TABLE(account_id uuid, login_number bigint, broker_server text, outcome text, lease_holder uuid, claims integer, detail text, median_ms integer)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     SET "TimeZone" TO 'UTC'
@@ -237,7 +237,7 @@ begin
                  jsonb_build_object('host', p_host, 'holder_flow_run_id', r.sync_lease_flow_run_id));
             account_id := r.id; login_number := r.login_number; broker_server := r.broker_server;
             outcome := 'skipped'; lease_holder := r.sync_lease_holder; claims := 1;
-            detail := coalesce(r.sync_lease_flow_run_id::text, '');
+            detail := coalesce(r.sync_lease_flow_run_id::text, ''); median_ms := null;
             return next;
             continue;
         end if;
@@ -258,6 +258,11 @@ begin
         account_id := r.id; login_number := r.login_number; broker_server := r.broker_server;
         outcome := 'claimed'; lease_holder := v_holder; claims := v_claims;
         detail := case when v_taken_over then 'taken over from a holder whose lease lapsed' end;
+        median_ms := null;
+        if p_estimate_syncs > 0 then
+            select e.median_ms into median_ms
+              from public.mt5_sync_duration_estimates(array[r.id], p_estimate_syncs) as e;
+        end if;
         return next;
     end loop;
 end
@@ -3278,11 +3283,11 @@ REVOKE ALL ON FUNCTION public.mt5_break_sync_lease(p_account_id uuid, p_holder u
 GRANT ALL ON FUNCTION public.mt5_break_sync_lease(p_account_id uuid, p_holder uuid) TO service_role;
 
 --
--- Name: FUNCTION mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid, p_estimate_syncs integer); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid) TO service_role;
+REVOKE ALL ON FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid, p_estimate_syncs integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.mt5_claim_cycle_accounts(p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer, p_flow_run_id uuid, p_estimate_syncs integer) TO service_role;
 
 --
 -- Name: FUNCTION mt5_claim_manual_sync(p_account_id uuid, p_user_id uuid, p_sync_id uuid, p_sync_type text, p_window_seconds integer, p_default_estimate_seconds integer); Type: ACL; Schema: public; Owner: -

@@ -32,6 +32,7 @@ from prefect.runtime import flow_run
 
 from mt5_sync.clock import utc_now
 from mt5_sync.flows.sync_account import sync_account
+from mt5_sync.store.factory import Store
 from mt5_sync.sync import timing
 from mt5_sync.sync.deadline import DeadlinePlanner
 from mt5_sync.sync.outcome import AccountOutcome
@@ -80,7 +81,7 @@ async def run_shard(
     problems = misconfigured_installs(settings.terminal_paths)
     if problems:
         return await _report_host_error(
-            execution_id, host, shard_run_id, terminals, describe(problems), logger)
+            store, execution_id, host, shard_run_id, terminals, describe(problems), logger)
 
     warm_up = asyncio.ensure_future(warm_up_terminals())
     history: dict[str, float] = {}
@@ -174,7 +175,7 @@ async def run_shard(
     async def claim(n: int) -> list[dict[str, Any]]:
         rows = await runtime.in_db_thread(
             store.claim_cycle_accounts, execution_id, host, n, settings.lease_ttl_s,
-            shard_run_id,
+            shard_run_id, settings.estimate_history_syncs if planner.enabled else 0,
         )
         for row in rows:
             row["label"] = f"{row['login_number']}@{row['broker_server']}"
@@ -190,13 +191,8 @@ async def run_shard(
                 store.break_sync_lease, row["account_id"], row["lease_holder"])
             logger.info("broke the lease of %s: its holder's flow run %s is over",
                         row["label"], run_id)
-        claimed = [r["account_id"] for r in rows if r["outcome"] == "claimed"]
-        if claimed and planner.enabled:
-            estimates = await runtime.in_db_thread(
-                store.sync_duration_estimates, claimed, settings.estimate_history_syncs
-            )
-            history.update({str(e["account_id"]): float(e["median_ms"]) for e in estimates
-                            if e.get("median_ms") is not None})
+        history.update({r["account_id"]: float(r["median_ms"]) for r in rows
+                        if r["outcome"] == "claimed" and r.get("median_ms") is not None})
         return rows
 
     outcomes: dict[str, AccountOutcome] = {}
@@ -264,8 +260,8 @@ async def run_shard(
 
 
 async def _report_host_error(
-    execution_id: str, host: str, shard_run_id: str | None, terminals: int, error: str,
-    logger: Any,
+    store: Store, execution_id: str, host: str, shard_run_id: str | None, terminals: int,
+    error: str, logger: Any,
 ) -> dict[str, Any]:
     logger.error("host %s: %s", host, error)
     report: dict[str, Any] = {
@@ -273,7 +269,6 @@ async def _report_host_error(
         "max_in_flight": 0, "terminals_busy": None, "claims": 0, "taken_over": 0,
         "duration_s": 0.0, "error": error, "configured_terminals": terminals,
     }
-    store = runtime.store()
     await runtime.in_db_thread(store.record_cycle_shard, execution_id, host, shard_run_id, report)
     return report
 

@@ -54,7 +54,7 @@ class Store(Protocol):
 
     def claim_cycle_accounts(
         self, execution_id: str, host: str, limit: int, lease_seconds: int,
-        flow_run_id: str | None = None,
+        flow_run_id: str | None = None, estimate_syncs: int = 0,
     ) -> list[dict[str, Any]]: ...
 
     def unclaim_cycle_accounts(

@@ -524,19 +524,22 @@ class PostgresStore:
 
     def claim_cycle_accounts(
         self, execution_id: str, host: str, limit: int, lease_seconds: int,
-        flow_run_id: str | None = None,
+        flow_run_id: str | None = None, estimate_syncs: int = 0,
     ) -> list[dict[str, Any]]:
         """Up to ``limit`` accounts of the cycle, least recently synced first, for ``host``.
 
         Rows: ``account_id, login_number, broker_server, outcome ('claimed' | 'skipped'),
-        lease_holder, claims, detail``. A claimed account's lease is the shard's for
-        ``lease_seconds`` (renew it); a skipped one has a live holder and is logged so.
+        lease_holder, claims, detail, median_ms`` (``median_ms``: of the account's last
+        ``estimate_syncs`` finished syncs, when > 0 and it has any). A claimed account's lease
+        is the shard's for ``lease_seconds`` (renew it); a skipped one has a live holder and is
+        logged so.
         """
         return self.fetch_all(
             "select account_id::text, login_number, broker_server, outcome,"
-            " lease_holder::text, claims, detail"
-            " from public.mt5_claim_cycle_accounts(%s::uuid, %s, %s, %s, %s::uuid)",
-            (execution_id, host, int(limit), int(lease_seconds), flow_run_id),
+            " lease_holder::text, claims, detail, median_ms"
+            " from public.mt5_claim_cycle_accounts(%s::uuid, %s, %s, %s, %s::uuid, %s)",
+            (execution_id, host, int(limit), int(lease_seconds), flow_run_id,
+             int(estimate_syncs)),
         )
 
     def unclaim_cycle_accounts(

@@ -408,11 +408,12 @@ class SupabaseRestStore:
 
     def claim_cycle_accounts(
         self, execution_id: str, host: str, limit: int, lease_seconds: int,
-        flow_run_id: str | None = None,
+        flow_run_id: str | None = None, estimate_syncs: int = 0,
     ) -> list[dict[str, Any]]:
         rows = self._rpc("mt5_claim_cycle_accounts", {
             "p_execution_id": execution_id, "p_host": host, "p_limit": int(limit),
             "p_lease_seconds": int(lease_seconds), "p_flow_run_id": flow_run_id,
+            "p_estimate_syncs": int(estimate_syncs),
         })
         return list(rows or [])
 

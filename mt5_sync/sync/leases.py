@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,7 @@ class LeaseKeeper:
         self._held: set[str] = set()
         self._lost: set[str] = set()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        #: renewal rounds done (tests and the benchmark read it)
-        self.rounds = 0
 
     def hold(self, holder: str) -> None:
         """Renew ``holder``'s lease from now on (it was just acquired)."""
@@ -78,7 +76,6 @@ class LeaseKeeper:
         except Exception as exc:  # the database is down: try again next tick
             log.warning("could not renew %d sync leases: %s", len(holders), exc)
             return
-        self.rounds += 1
         gone = holders - still
         if gone:
             with self._lock:
@@ -88,6 +85,5 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
+            time.sleep(self.interval_s)
             self.renew_now()

@@ -15,6 +15,7 @@ from mt5_sync.contracts import FailurePayload
 from mt5_sync.errors import SyncError
 from mt5_sync.sync import timing
 from mt5_sync.tasks import runtime
+from mt5_sync.tasks.orchestration import final_flow_runs
 from mt5_sync.tasks.policy import retry_transient
 from mt5_sync.tasks.transform import PAYLOAD_ROW_KEYS, build_payload
 
@@ -67,8 +68,6 @@ async def claim_account(context: dict[str, Any], ttl_s: int, wait_s: float) -> N
     the same holder extends the lease; the log row is an upsert: both are safe to repeat.
     Starting the sync closes the account's abandoned 'processing' rows (mt5_mark_sync_started).
     """
-    from mt5_sync.tasks.orchestration import final_flow_runs
-
     store = runtime.store()
     sync_id, account_id, holder = context["sync_id"], context["account_id"], context["lease_holder"]
     deadline = time.monotonic() + wait_s

@@ -99,12 +99,15 @@ $$;
 --                      says so, and the account is not offered again in this cycle.
 -- Claimable: active, in the cycle's set, and either not yet decided in this cycle, or claimed by
 -- a holder that died (its lease lapsed, no final sync_logs row of this cycle): taken over.
+-- p_estimate_syncs > 0: each claimed row also carries the median duration (ms) of the account's
+-- last that many finished syncs (mt5_sync_duration_estimates), for the shard's deadline planner:
+-- one round trip per claim, not two.
 create or replace function public.mt5_claim_cycle_accounts(
     p_execution_id uuid, p_host text, p_limit integer, p_lease_seconds integer,
-    p_flow_run_id uuid default null
+    p_flow_run_id uuid default null, p_estimate_syncs integer default 0
 ) returns table (
     account_id uuid, login_number bigint, broker_server text, outcome text,
-    lease_holder uuid, claims integer, detail text
+    lease_holder uuid, claims integer, detail text, median_ms integer
 )
 language plpgsql
 volatile
@@ -185,7 +188,7 @@ begin
                  jsonb_build_object('host', p_host, 'holder_flow_run_id', r.sync_lease_flow_run_id));
             account_id := r.id; login_number := r.login_number; broker_server := r.broker_server;
             outcome := 'skipped'; lease_holder := r.sync_lease_holder; claims := 1;
-            detail := coalesce(r.sync_lease_flow_run_id::text, '');
+            detail := coalesce(r.sync_lease_flow_run_id::text, ''); median_ms := null;
             return next;
             continue;
         end if;
@@ -206,6 +209,11 @@ begin
         account_id := r.id; login_number := r.login_number; broker_server := r.broker_server;
         outcome := 'claimed'; lease_holder := v_holder; claims := v_claims;
         detail := case when v_taken_over then 'taken over from a holder whose lease lapsed' end;
+        median_ms := null;
+        if p_estimate_syncs > 0 then
+            select e.median_ms into median_ms
+              from public.mt5_sync_duration_estimates(array[r.id], p_estimate_syncs) as e;
+        end if;
         return next;
     end loop;
 end
@@ -462,7 +470,7 @@ declare
 begin
     foreach v_fn in array array[
         'public.mt5_open_sync_cycle(uuid, text, text, uuid[], uuid[])',
-        'public.mt5_claim_cycle_accounts(uuid, text, integer, integer, uuid)',
+        'public.mt5_claim_cycle_accounts(uuid, text, integer, integer, uuid, integer)',
         'public.mt5_unclaim_cycle_accounts(uuid, uuid[], text)',
         'public.mt5_record_cycle_shard(uuid, text, uuid, jsonb)',
         'public.mt5_cycle_report(uuid)',

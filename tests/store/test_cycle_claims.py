@@ -85,6 +85,7 @@ def test_claims_go_least_recently_synced_first_and_each_account_once(
     assert {r["outcome"] for r in first + rest} == {"claimed"}
     assert sorted(r["account_id"] for r in first + rest) == sorted(map(account_id, range(N)))
     assert store.claim_cycle_accounts(cycle, "host-c", 5, 30) == []
+    assert {r["median_ms"] for r in first + rest} == {None}  # not asked for
     report = store.cycle_report(cycle)
     assert Counter(c["host"] for c in report["claims"]) == {"host-a": 5, "host-b": N - 5}
 
@@ -208,6 +209,21 @@ def test_a_dead_sync_is_closed_as_abandoned_but_a_pending_request_is_not(
     [row] = PostgresStore(db).fetch_all(
         "select lease_holder::text from sync_logs where sync_id = %s::uuid", (mine,))
     assert row["lease_holder"] == new_holder
+
+
+def test_a_claim_carries_the_accounts_duration_estimate(store: Store, db: str) -> None:
+    """One round trip per claim: the deadline planner's estimate rides in it."""
+    PostgresStore(db).fetch_all(
+        "insert into sync_logs (sync_id, account_id, trigger, sync_type, status, started_at,"
+        " completed_at, duration_ms) select gen_random_uuid(), %s::uuid, 'scheduled',"
+        " 'incremental', 'success', now(), now(), d from unnest(array[1000, 3000, 9000]) d",
+        (account_id(9),))
+    cycle = str(uuid.uuid4())
+    store.open_sync_cycle(cycle, "scheduled", "incremental", [account_id(9), account_id(10)])
+    rows = {r["account_id"]: r for r in store.claim_cycle_accounts(
+        cycle, "host-a", 10, 30, None, 5)}
+    assert rows[account_id(9)]["median_ms"] == 3000
+    assert rows[account_id(10)]["median_ms"] is None  # never synced
 
 
 def test_deferred_accounts_are_given_back(store: Store, db: str) -> None:
