@@ -72,11 +72,16 @@ class Output:
 def start(
     cmd: list[str], env: dict[str, str] | None = None, *, new_session: bool = False
 ) -> tuple[subprocess.Popen[str], Output]:
-    """``new_session``: its own process group, to signal the group as a terminal would."""
+    """``new_session``: its own process group, to signal the group as a terminal would.
+
+    The command starts as from a terminal: SIGHUP at its default disposition, even when the
+    suite itself runs under ``nohup`` (which would hand the ignored SIGHUP down to it, and the
+    command rightly keeps an ignored SIGHUP ignored)."""
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
         start_new_session=new_session,
+        preexec_fn=(lambda: signal.signal(SIGHUP, signal.SIG_DFL)) if HAS_SIGHUP else None,
     )
     return proc, Output(proc)
 
